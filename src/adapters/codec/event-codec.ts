@@ -1,0 +1,206 @@
+import type { z } from "zod";
+import type { DomainEvent, EventMetadata, RecordedEvent, StreamName } from "../../domain/events.ts";
+import { CURRENT_EVENT_VERSION, eventMetadataSchema, eventSchemas } from "./event-schemas.ts";
+
+/**
+ * The wire form of an event: UTF-8 JSON `{type, version, data, metadata}`. Both event-log adapters go
+ * through this codec, so they accept and refuse exactly the same things. Writing validates too: an
+ * invalid event that reached the log would stop every follower that meets it.
+ */
+
+export type DecodedEvent = { event: DomainEvent; metadata: EventMetadata };
+
+/** An event as stored, before upcasting: any type, any version, unvalidated data. */
+export type RawEvent = { type: string; version: number; data: unknown };
+
+/** Rewrites one older payload shape into the next version. Metadata is given for reference only. */
+export type Upcaster = (event: RawEvent, metadata: unknown) => RawEvent;
+
+export interface UpcasterRegistry {
+  /** Registers the upcaster of `type` at `fromVersion`; returns a function that removes it again. */
+  register(type: string, fromVersion: number, upcaster: Upcaster): () => void;
+  lookup(type: string, version: number): Upcaster | undefined;
+}
+
+export type EventDecodeFailure =
+  | "malformed_json"
+  | "invalid_envelope"
+  | "unknown_type"
+  | "upcast_failed"
+  | "invalid_payload";
+
+export class EventDecodeError extends Error {
+  readonly reason: EventDecodeFailure;
+  readonly eventType: string | undefined;
+  readonly eventVersion: number | undefined;
+  readonly issues: readonly z.core.$ZodIssue[];
+
+  constructor(
+    reason: EventDecodeFailure,
+    message: string,
+    details: { type?: string; version?: number; issues?: readonly z.core.$ZodIssue[]; cause?: unknown } = {},
+  ) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.name = "EventDecodeError";
+    this.reason = reason;
+    this.eventType = details.type;
+    this.eventVersion = details.version;
+    this.issues = details.issues ?? [];
+  }
+}
+
+export class EventEncodeError extends Error {
+  readonly eventType: string;
+  readonly issues: readonly z.core.$ZodIssue[];
+
+  constructor(eventType: string, issues: readonly z.core.$ZodIssue[]) {
+    super(`Refusing to write an invalid ${eventType}: ${summarize(issues)}`);
+    this.name = "EventEncodeError";
+    this.eventType = eventType;
+    this.issues = issues;
+  }
+}
+
+export function createUpcasterRegistry(): UpcasterRegistry {
+  const upcasters = new Map<string, Upcaster>();
+  return {
+    register(type, fromVersion, upcaster) {
+      const key = `${type}@${fromVersion}`;
+      if (upcasters.has(key)) throw new Error(`An upcaster for ${key} is already registered`);
+      upcasters.set(key, upcaster);
+      return () => {
+        if (upcasters.get(key) === upcaster) upcasters.delete(key);
+      };
+    },
+    lookup(type, version) {
+      return upcasters.get(`${type}@${version}`);
+    },
+  };
+}
+
+/** The registry decodeEvent uses unless told otherwise. Upcasters of real old versions go here. */
+export const defaultUpcasters: UpcasterRegistry = createUpcasterRegistry();
+
+type Envelope = DomainEvent & { metadata: EventMetadata };
+
+// Keyed by type: after upcasting, an event is validated against its type's current schema.
+const envelopeSchemas = new Map<string, z.ZodType<Envelope>>();
+for (const schema of Object.values(eventSchemas)) {
+  envelopeSchemas.set(schema.shape.type.value, schema.extend({ metadata: eventMetadataSchema }));
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+// More steps than versions will ever exist; a registry that cycles fails instead of hanging.
+const MAX_UPCAST_STEPS = 32;
+
+export function encodeEvent(event: DomainEvent, metadata: EventMetadata): Uint8Array {
+  const schema = envelopeSchemas.get(event.type);
+  if (schema === undefined) throw new EventEncodeError(String(event.type), []);
+  const parsed = schema.safeParse({ type: event.type, version: event.version, data: event.data, metadata });
+  if (!parsed.success) throw new EventEncodeError(event.type, parsed.error.issues);
+  return encoder.encode(JSON.stringify(parsed.data));
+}
+
+export function decodeEvent(bytes: Uint8Array, upcasters: UpcasterRegistry = defaultUpcasters): DecodedEvent {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(decoder.decode(bytes));
+  } catch (error) {
+    throw new EventDecodeError("malformed_json", "Event payload is not UTF-8 JSON", { cause: error });
+  }
+  if (!isEnvelope(raw)) {
+    throw new EventDecodeError(
+      "invalid_envelope",
+      "Event payload lacks a string type and an integer version",
+    );
+  }
+  const metadata = raw.metadata;
+  let current: RawEvent = { type: raw.type, version: raw.version, data: raw.data };
+  for (let step = 0; ; step++) {
+    const upcaster = upcasters.lookup(current.type, current.version);
+    if (upcaster === undefined) break;
+    if (step === MAX_UPCAST_STEPS) {
+      throw new EventDecodeError("upcast_failed", `Upcasting ${raw.type}@${raw.version} does not terminate`, {
+        type: raw.type,
+        version: raw.version,
+      });
+    }
+    current = applyUpcaster(upcaster, current, metadata);
+  }
+
+  const schema = envelopeSchemas.get(current.type);
+  if (schema === undefined) {
+    throw new EventDecodeError("unknown_type", `Unknown event type ${current.type}@${current.version}`, {
+      type: current.type,
+      version: current.version,
+    });
+  }
+  const parsed = schema.safeParse({ ...current, metadata });
+  if (!parsed.success) {
+    const where = `${current.type}@${current.version}`;
+    const expected =
+      current.version === CURRENT_EVENT_VERSION ? "" : ` (no upcaster to v${CURRENT_EVENT_VERSION})`;
+    throw new EventDecodeError(
+      "invalid_payload",
+      `Invalid ${where}${expected}: ${summarize(parsed.error.issues)}`,
+      {
+        type: current.type,
+        version: current.version,
+        issues: parsed.error.issues,
+      },
+    );
+  }
+  const { metadata: validMetadata, ...event } = parsed.data;
+  return { event: event as DomainEvent, metadata: validMetadata };
+}
+
+function applyUpcaster(upcaster: Upcaster, from: RawEvent, metadata: unknown): RawEvent {
+  let next: RawEvent;
+  try {
+    next = upcaster(from, metadata);
+  } catch (error) {
+    throw new EventDecodeError("upcast_failed", `Upcaster of ${from.type}@${from.version} failed`, {
+      type: from.type,
+      version: from.version,
+      cause: error,
+    });
+  }
+  // A version that does not move forward would loop or silently re-apply the same rewrite.
+  if (!Number.isInteger(next.version) || next.version <= from.version) {
+    throw new EventDecodeError(
+      "upcast_failed",
+      `Upcaster of ${from.type}@${from.version} returned version ${String(next.version)}`,
+      { type: from.type, version: from.version },
+    );
+  }
+  return next;
+}
+
+function isEnvelope(value: unknown): value is RawEvent & { metadata: unknown } {
+  if (typeof value !== "object" || value === null) return false;
+  const candidate = value as Record<string, unknown>;
+  return typeof candidate.type === "string" && Number.isInteger(candidate.version);
+}
+
+// Paths and messages only: zod leaves the offending values out, so no token hash reaches a log line.
+function summarize(issues: readonly z.core.$ZodIssue[]): string {
+  return issues
+    .slice(0, 5)
+    .map((issue) => `${issue.path.join(".") || "(root)"}: ${issue.message}`)
+    .join("; ");
+}
+
+/** Decodes a stored event and places it in the log. */
+export function decodeRecordedEvent(
+  bytes: Uint8Array,
+  stream: StreamName,
+  position: number,
+  traceparent: string | undefined,
+  upcasters: UpcasterRegistry = defaultUpcasters,
+): RecordedEvent {
+  const { event, metadata } = decodeEvent(bytes, upcasters);
+  const recorded = { ...event, metadata, stream, position } as RecordedEvent;
+  if (traceparent !== undefined) recorded.traceparent = traceparent;
+  return recorded;
+}

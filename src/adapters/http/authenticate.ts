@@ -1,0 +1,71 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { FastifyRequest } from "fastify";
+import { type Principal, permissionsFor } from "../../app/access.ts";
+import type { Validator } from "../../app/validator.ts";
+import { HttpProblem, unauthorized } from "./problem.ts";
+
+/** Resolves a Bearer credential this authenticator understands, or returns undefined to let the next one try. */
+export type BearerAuthenticator = (token: string, request: FastifyRequest) => Promise<Principal | undefined>;
+
+export type Authenticate = (request: FastifyRequest) => Promise<Principal | undefined>;
+
+export function requestFacts(request: FastifyRequest) {
+  const userAgent = request.headers["user-agent"];
+  return { ip: request.ip, userAgent: typeof userAgent === "string" ? userAgent : undefined };
+}
+
+/**
+ * `x-admin-key` (compared in constant time) or `Authorization: Bearer <tss_ session token | JWT>`.
+ * A credential that is present but wrong is a 401, never a silent anonymous request.
+ */
+export function createAuthenticate(deps: {
+  adminKey: string | undefined;
+  validator: Validator;
+  bearerAuthenticators?: BearerAuthenticator[];
+}): Authenticate {
+  const adminKeyDigest = deps.adminKey === undefined ? undefined : digest(deps.adminKey);
+  return async (request) => {
+    const adminHeader = request.headers["x-admin-key"];
+    if (adminHeader !== undefined) {
+      if (
+        adminKeyDigest === undefined ||
+        typeof adminHeader !== "string" ||
+        !timingSafeEqual(digest(adminHeader), adminKeyDigest)
+      ) {
+        throw unauthorized("Invalid admin key");
+      }
+      return { kind: "admin", actor: { kind: "admin", id: "admin-key" }, via: "admin_key" };
+    }
+    const authorization = request.headers.authorization;
+    if (authorization === undefined) return undefined;
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
+    if (!match?.[1]) throw unauthorized("Authorization must be 'Bearer <token>'");
+    const token = match[1];
+    if (token.startsWith("tss_")) {
+      const outcome = await deps.validator.validate(token, requestFacts(request));
+      if (!outcome.valid)
+        throw new HttpProblem(401, "unauthorized", "Session token is not valid", { reason: outcome.reason });
+      const entry = outcome.entry;
+      return {
+        kind: "user",
+        actor: { kind: "user", id: entry.userId },
+        via: "session_token",
+        userId: entry.userId,
+        username: entry.username,
+        roles: entry.roles,
+        groups: entry.groups,
+        sessionId: entry.sessionId,
+        permissions: permissionsFor(entry.roles, entry.scope),
+      };
+    }
+    for (const authenticator of deps.bearerAuthenticators ?? []) {
+      const principal = await authenticator(token, request);
+      if (principal) return principal;
+    }
+    throw unauthorized("Bearer token is not valid");
+  };
+}
+
+function digest(value: string) {
+  return createHash("sha256").update(value).digest();
+}

@@ -1,0 +1,360 @@
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import type { ZodTypeProvider } from "fastify-type-provider-zod";
+import { z } from "zod";
+import { canActOn, isAdmin, type Permission, type Principal } from "../../../app/access.ts";
+import type { SessionReadModel } from "../../../app/ports.ts";
+import type { SessionService } from "../../../app/session-service.ts";
+import type { Validator } from "../../../app/validator.ts";
+import { sessionNotFound } from "../../../domain/errors.ts";
+import type { Clock, IdGenerator } from "../../../domain/ports.ts";
+import type { ExistingSession } from "../../../domain/session-state.ts";
+import type { Authenticate } from "../authenticate.ts";
+import { requestFacts } from "../authenticate.ts";
+import { commandContext, idempotencyKeyOf, principalKey } from "../command-context.ts";
+import { accessDenied, HttpProblem, unauthorized } from "../problem.ts";
+import {
+  createSessionBody,
+  listQuery,
+  renewBody,
+  revokeAllQuery,
+  sessionIdParams,
+  sessionView,
+  validateBody,
+  viewFromRow,
+  viewFromState,
+} from "../schemas.ts";
+
+export type SessionRouteDeps = {
+  service: SessionService;
+  validator: Validator;
+  readModel: SessionReadModel;
+  authenticate: Authenticate;
+  clock: Clock;
+  ids: IdGenerator;
+};
+
+const statsView = z.object({
+  active: z.number(),
+  expired: z.number(),
+  invalidated: z.number(),
+  recycled: z.number(),
+  total: z.number(),
+  created_today: z.number(),
+  last_activity_at: z.string().nullable(),
+  scope: z.enum(["user", "global"]),
+});
+
+export function registerSessionRoutes(fastify: FastifyInstance, deps: SessionRouteDeps) {
+  const app = fastify.withTypeProvider<ZodTypeProvider>();
+  const { service, clock, ids } = deps;
+
+  async function requirePrincipal(request: FastifyRequest): Promise<Principal> {
+    const principal = await deps.authenticate(request);
+    if (!principal) throw unauthorized();
+    return principal;
+  }
+
+  async function loadOwned(principal: Principal, id: string, permission: Permission) {
+    const session = await service.get(id);
+    if (!session) throw sessionNotFound(id);
+    if (!canActOn(principal, session.userId, permission)) throw accessDenied("Access denied to this session");
+    return session;
+  }
+
+  const view = (session: ExistingSession) => viewFromState(session, clock.now());
+
+  app.post(
+    "/v1/sessions",
+    {
+      schema: {
+        summary: "Create a session",
+        body: createSessionBody,
+        response: { 201: z.object({ session: sessionView, token: z.string() }) },
+      },
+    },
+    async (request, reply) => {
+      const principal = await requirePrincipal(request);
+      const body = request.body ?? {};
+      const facts = requestFacts(request);
+      let owner: { userId: string; username: string; roles: string[]; groups: string[] };
+      if (principal.kind === "admin") {
+        if (!body.user_id)
+          throw new HttpProblem(400, "invalid_request", "user_id is required with x-admin-key");
+        owner = {
+          userId: body.user_id,
+          username: body.username ?? body.user_id,
+          roles: body.roles ?? [],
+          groups: body.groups ?? [],
+        };
+      } else {
+        if (!principal.permissions.has("sessions:write"))
+          throw accessDenied("Creating sessions needs sessions:write");
+        if (body.user_id !== undefined && body.user_id !== principal.userId) {
+          throw accessDenied("Only an admin may create sessions for another user");
+        }
+        if (body.roles !== undefined || body.groups !== undefined) {
+          throw accessDenied("Only an admin may set roles or groups");
+        }
+        owner = { ...principal };
+      }
+      const created = await service.create(
+        {
+          ...owner,
+          kind: body.kind ?? "api",
+          scope: [],
+          ttlSeconds: body.ttl_seconds,
+          idleTimeoutSeconds: body.idle_timeout_seconds,
+          client: body.client,
+          ipAddress: facts.ip,
+          userAgent: facts.userAgent,
+          metadata: body.metadata ?? {},
+          idempotencyKey: idempotencyKeyOf(request),
+          principal: principalKey(principal),
+        },
+        commandContext(request, principal, ids, "create-session"),
+      );
+      if (created.replayed) reply.header("idempotent-replayed", "true");
+      reply.header("location", `/v1/sessions/${created.session.sessionId}`);
+      return reply.code(201).send({ session: view(created.session), token: created.token });
+    },
+  );
+
+  app.get(
+    "/v1/sessions",
+    {
+      schema: {
+        summary: "List the caller's sessions (admin: everyone's, or one user's with user_id)",
+        querystring: listQuery,
+        response: {
+          200: z.object({
+            sessions: z.array(sessionView),
+            total: z.number(),
+            next_cursor: z.string().nullable(),
+          }),
+        },
+      },
+    },
+    async (request) => {
+      const principal = await requirePrincipal(request);
+      const query = request.query;
+      let userId: string | undefined;
+      if (isAdmin(principal)) userId = query.user_id;
+      else if (principal.kind === "user") {
+        if (query.user_id !== undefined && query.user_id !== principal.userId) throw accessDenied();
+        userId = principal.userId;
+      }
+      await service.readYourWrites();
+      const now = clock.now();
+      const page = await deps.readModel.listSessions({
+        userId,
+        status: query.status,
+        limit: query.limit,
+        cursor: query.cursor,
+        now,
+      });
+      return {
+        sessions: page.sessions.map((row) => viewFromRow(row, now)),
+        total: page.total,
+        next_cursor: page.nextCursor,
+      };
+    },
+  );
+
+  app.get(
+    "/v1/sessions/stats",
+    { schema: { summary: "Session statistics: own, or global for admins", response: { 200: statsView } } },
+    async (request) => {
+      const principal = await requirePrincipal(request);
+      const global = isAdmin(principal);
+      await service.readYourWrites();
+      const stats = await deps.readModel.stats(
+        global || principal.kind !== "user" ? undefined : principal.userId,
+        clock.now(),
+      );
+      return {
+        active: stats.active,
+        expired: stats.expired,
+        invalidated: stats.invalidated,
+        recycled: stats.recycled,
+        total: stats.total,
+        created_today: stats.createdToday,
+        last_activity_at: stats.lastActivityAt?.toISOString() ?? null,
+        scope: global ? ("global" as const) : ("user" as const),
+      };
+    },
+  );
+
+  app.post(
+    "/v1/sessions/validate",
+    {
+      schema: {
+        summary: "Is this session token valid now?",
+        body: validateBody,
+        response: {
+          200: z.object({
+            valid: z.literal(true),
+            session: sessionView,
+            user: z.object({
+              id: z.string(),
+              username: z.string(),
+              roles: z.array(z.string()),
+              groups: z.array(z.string()),
+            }),
+          }),
+          401: z.object({ valid: z.literal(false), reason: z.string() }),
+        },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body ?? {};
+      const token = body.token ?? bearerOf(request);
+      if (token === undefined) return reply.code(401).send({ valid: false as const, reason: "malformed" });
+      const facts = {
+        ip: body.client_ip ?? request.ip,
+        userAgent: body.user_agent ?? requestFacts(request).userAgent,
+      };
+      const outcome = await deps.validator.validate(token, facts);
+      if (!outcome.valid) return reply.code(401).send({ valid: false as const, reason: outcome.reason });
+      const session = await service.getAtLeast(outcome.entry.sessionId, outcome.entry.position);
+      if (!session) return reply.code(401).send({ valid: false as const, reason: "not_found" });
+      const e = outcome.entry;
+      return {
+        valid: true as const,
+        session: view(session),
+        user: { id: e.userId, username: e.username, roles: e.roles, groups: e.groups },
+      };
+    },
+  );
+
+  app.post(
+    "/v1/sessions/cleanup",
+    {
+      schema: {
+        summary: "Admin: expire every overdue session now and prune old ended rows",
+        response: { 200: z.object({ expired: z.number(), pruned: z.number() }) },
+      },
+    },
+    async (request) => {
+      const principal = await requirePrincipal(request);
+      if (!isAdmin(principal)) throw accessDenied("Cleanup needs admin:sessions");
+      const now = clock.now();
+      let expired = 0;
+      const context = commandContext(request, principal, ids, "cleanup");
+      for (;;) {
+        const overdue = await deps.readModel.overdueSessionIds(now, 500);
+        let progressed = 0;
+        for (const sessionId of overdue) {
+          const result = await service.expire(sessionId, undefined, {
+            ...context,
+            commandId: `${context.commandId}:${sessionId}`,
+          });
+          if (result.appended.length > 0) expired++;
+          if (result.state.status !== "active") progressed++;
+        }
+        if (overdue.length < 500 || progressed === 0) break;
+        await service.readYourWrites(5_000);
+      }
+      const pruned = await deps.readModel.pruneEnded(now - service.policy.retentionSeconds * 1000);
+      return { expired, pruned };
+    },
+  );
+
+  app.get(
+    "/v1/sessions/:id",
+    { schema: { summary: "One session", params: sessionIdParams, response: { 200: sessionView } } },
+    async (request) => {
+      const principal = await requirePrincipal(request);
+      return view(await loadOwned(principal, request.params.id, "sessions:read"));
+    },
+  );
+
+  app.post(
+    "/v1/sessions/:id/renew",
+    {
+      schema: {
+        summary: "Extend a session's expiry (never past its absolute maximum lifetime)",
+        params: sessionIdParams,
+        body: renewBody,
+        response: { 200: z.object({ session: sessionView }) },
+      },
+    },
+    async (request) => {
+      const principal = await requirePrincipal(request);
+      const id = request.params.id;
+      await loadOwned(principal, id, "sessions:write");
+      const renewed = await service.renew(
+        id,
+        request.body?.ttl_seconds,
+        commandContext(request, principal, ids, `renew:${id}`),
+      );
+      if (renewed.status !== "active") {
+        throw new HttpProblem(409, "session_ended", "Session has ended", {
+          status: renewed.status,
+          end_reason: renewed.endReason,
+        });
+      }
+      return { session: view(renewed) };
+    },
+  );
+
+  app.delete(
+    "/v1/sessions/:id",
+    {
+      schema: {
+        summary: "Invalidate a session (idempotent: an ended session answers with its end reason)",
+        params: sessionIdParams,
+        response: { 200: z.object({ session: sessionView, end_reason: z.string() }) },
+      },
+    },
+    async (request) => {
+      const principal = await requirePrincipal(request);
+      const id = request.params.id;
+      const existing = await loadOwned(principal, id, "sessions:write");
+      const reason =
+        principal.kind === "user" && principal.userId === existing.userId ? "revoked" : "revoked_by_admin";
+      const ended = await service.invalidate(
+        id,
+        reason,
+        commandContext(request, principal, ids, `invalidate:${id}`),
+      );
+      const shown = view(ended);
+      return { session: shown, end_reason: shown.end_reason ?? "revoked" };
+    },
+  );
+
+  app.delete(
+    "/v1/sessions",
+    {
+      schema: {
+        summary: "Invalidate all of the caller's sessions (except=current keeps the calling one)",
+        querystring: revokeAllQuery,
+        response: { 200: z.object({ count: z.number(), user_id: z.string() }) },
+      },
+    },
+    async (request) => {
+      const principal = await requirePrincipal(request);
+      if (principal.kind !== "user") {
+        throw new HttpProblem(
+          400,
+          "invalid_request",
+          "Use DELETE /v1/users/{id}/sessions to revoke a user's sessions as admin",
+        );
+      }
+      if (!principal.permissions.has("sessions:write")) throw accessDenied("Needs sessions:write");
+      const except = request.query.except === "current" ? principal.sessionId : undefined;
+      const count = await service.revokeAll(
+        principal.userId,
+        "revoke_all",
+        except,
+        commandContext(request, principal, ids, "revoke-all"),
+      );
+      return { count, user_id: principal.userId };
+    },
+  );
+}
+
+function bearerOf(request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization;
+  const match = header === undefined ? null : /^Bearer\s+(\S+)\s*$/i.exec(header);
+  return match?.[1];
+}

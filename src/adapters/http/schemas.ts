@@ -1,0 +1,157 @@
+import { z } from "zod";
+import type { SessionRow } from "../../app/ports.ts";
+import { type ExistingSession, idleDeadline } from "../../domain/session-state.ts";
+
+/** Request and response shapes of the REST API (snake_case JSON). The OpenAPI document is generated from these. */
+
+const MAX_METADATA_BYTES = 8 * 1024;
+
+export const metadataSchema = z
+  .record(z.string().max(128), z.unknown())
+  .refine((value) => JSON.stringify(value).length <= MAX_METADATA_BYTES, {
+    message: `metadata must serialise to at most ${MAX_METADATA_BYTES} bytes`,
+  });
+
+const nameList = z.array(z.string().min(1).max(128)).max(64);
+const ttl = z.number().int().min(1).max(31_536_000);
+
+export const createSessionBody = z
+  .strictObject({
+    user_id: z.string().min(1).max(256).optional(),
+    username: z.string().min(1).max(256).optional(),
+    roles: nameList.optional(),
+    groups: nameList.optional(),
+    kind: z.enum(["web", "api", "mcp"]).optional(),
+    ttl_seconds: ttl.optional(),
+    idle_timeout_seconds: z.number().int().min(0).max(31_536_000).optional(),
+    metadata: metadataSchema.optional(),
+    client: z.string().min(1).max(256).optional(),
+  })
+  .nullish();
+
+export const renewBody = z.strictObject({ ttl_seconds: ttl.optional() }).nullish();
+
+export const validateBody = z
+  .strictObject({
+    token: z.string().max(512).optional(),
+    client_ip: z.string().max(64).optional(),
+    user_agent: z.string().max(1024).optional(),
+  })
+  .nullish();
+
+export const sessionIdParams = z.strictObject({ id: z.uuid({ message: "id must be a session id (UUID)" }) });
+
+export const listQuery = z.strictObject({
+  status: z.enum(["active", "ended", "all"]).default("active"),
+  limit: z.coerce.number().int().min(1).max(100).default(20),
+  cursor: z.string().max(512).optional(),
+  user_id: z.string().min(1).max(256).optional(),
+});
+
+export const revokeAllQuery = z.strictObject({ except: z.enum(["current"]).optional() });
+
+const instant = z.string();
+const nullableInstant = instant.nullable();
+
+export const sessionView = z.object({
+  id: z.string(),
+  user_id: z.string(),
+  username: z.string(),
+  kind: z.enum(["web", "api", "mcp"]),
+  status: z.enum(["active", "expired", "invalidated", "recycled"]),
+  roles: z.array(z.string()),
+  groups: z.array(z.string()),
+  client: z.string().nullable(),
+  ip_address: z.string().nullable(),
+  user_agent: z.string().nullable(),
+  created_at: instant,
+  last_activity_at: instant,
+  expires_at: instant,
+  idle_expires_at: nullableInstant,
+  ended_at: nullableInstant,
+  end_reason: z.string().nullable(),
+  metadata: z.record(z.string(), z.unknown()),
+});
+export type SessionView = z.infer<typeof sessionView>;
+
+export const problemSchema = z.object({
+  type: z.string(),
+  title: z.string(),
+  status: z.number(),
+  code: z.string(),
+  detail: z.string(),
+  instance: z.string().optional(),
+});
+
+const iso = (ms: number) => new Date(ms).toISOString();
+
+/**
+ * A session whose deadline passed is reported as expired even before the scheduler records it: the view
+ * tells the truth as of `now`.
+ */
+export function viewFromState(state: ExistingSession, now: number): SessionView {
+  const idle = idleDeadline(state);
+  const overdueAt = state.status === "active" ? overdueInstant(state.expiresAt, idle, now) : undefined;
+  return {
+    id: state.sessionId,
+    user_id: state.userId,
+    username: state.username,
+    kind: state.kind,
+    status: overdueAt !== undefined ? "expired" : state.status,
+    roles: state.roles,
+    groups: state.groups,
+    client: state.client ?? null,
+    ip_address: state.ipAddress ?? null,
+    user_agent: state.userAgent ?? null,
+    created_at: iso(state.createdAt),
+    last_activity_at: iso(state.lastActivityAt),
+    expires_at: iso(state.expiresAt),
+    idle_expires_at: idle === undefined ? null : iso(idle),
+    ended_at:
+      state.status === "active" ? (overdueAt === undefined ? null : iso(overdueAt)) : iso(state.endedAt),
+    end_reason:
+      state.status === "active"
+        ? overdueAt === undefined
+          ? null
+          : overdueAt === state.expiresAt
+            ? "expired_absolute"
+            : "expired_idle"
+        : state.endReason,
+    metadata: state.metadata,
+  };
+}
+
+export function viewFromRow(row: SessionRow, now: number): SessionView {
+  const idle = row.idleExpiresAt?.getTime();
+  const overdueAt = row.status === "active" ? overdueInstant(row.expiresAt.getTime(), idle, now) : undefined;
+  return {
+    id: row.id,
+    user_id: row.userId,
+    username: row.username,
+    kind: row.kind,
+    status: overdueAt !== undefined ? "expired" : row.status,
+    roles: row.roles,
+    groups: row.groups,
+    client: row.client,
+    ip_address: row.ipAddress,
+    user_agent: row.userAgent,
+    created_at: row.createdAt.toISOString(),
+    last_activity_at: row.lastActivityAt.toISOString(),
+    expires_at: row.expiresAt.toISOString(),
+    idle_expires_at: row.idleExpiresAt?.toISOString() ?? null,
+    ended_at: overdueAt !== undefined ? iso(overdueAt) : (row.endedAt?.toISOString() ?? null),
+    end_reason:
+      overdueAt !== undefined
+        ? overdueAt === row.expiresAt.getTime()
+          ? "expired_absolute"
+          : "expired_idle"
+        : row.endReason,
+    metadata: row.metadata,
+  };
+}
+
+function overdueInstant(expiresAt: number, idle: number | undefined, now: number): number | undefined {
+  if (now >= expiresAt) return expiresAt;
+  if (idle !== undefined && now >= idle) return idle;
+  return undefined;
+}

@@ -1,0 +1,284 @@
+import {
+  type Consumer,
+  type ConsumerMessages,
+  DeliverPolicy,
+  JetStreamApiError,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+  jetstreamManager,
+  type MsgRequest,
+  type PubAck,
+  type StoredMsg,
+} from "@nats-io/jetstream";
+import { delay, headers, type NatsConnection, RequestError, TimeoutError } from "@nats-io/transport-node";
+import type { DomainEvent, EventMetadata, RecordedEvent, StreamName } from "../../domain/events.ts";
+import {
+  type AppendOptions,
+  type AppendResult,
+  type EventLog,
+  type Follower,
+  type FollowOptions,
+  type StreamRead,
+  VersionConflictError,
+} from "../../domain/ports.ts";
+import {
+  decodeRecordedEvent,
+  EventDecodeError,
+  encodeEvent,
+  type UpcasterRegistry,
+} from "../codec/event-codec.ts";
+import { assertAppendOptions, assertFollowOptions } from "../codec/event-log-guards.ts";
+import { ensureEventStream } from "./event-stream.ts";
+import { createEventSubjects } from "./subjects.ts";
+
+/**
+ * The event log on JetStream. One subject per session or user stream inside one stream; the stream
+ * sequence is the global position and the last sequence of a subject is that stream's version.
+ *
+ * The append path is one request per event: headers are built directly (no stream info, no lookups),
+ * and the JetStream client is created once.
+ */
+
+export type JetStreamEventLogOptions = {
+  nc: NatsConnection;
+  prefix: string;
+  /** Create or update the event stream first (default true). */
+  ensureStream?: boolean | undefined;
+  /** Replicas of the event stream when it is created or updated (default 1). */
+  replicas?: number | undefined;
+  duplicateWindowMs?: number | undefined;
+  /** How long to wait for one publish ack (default 5 s). */
+  publishTimeoutMs?: number | undefined;
+  /** Attempts of a publish that timed out, all with the same Nats-Msg-Id (default 3). */
+  publishAttempts?: number | undefined;
+  /** Events of one stream read one by one before switching to an ordered consumer (default 8). */
+  readWalkLimit?: number | undefined;
+  /** Messages an ordered consumer asks for at once (default 512). */
+  pullBatch?: number | undefined;
+  upcasters?: UpcasterRegistry | undefined;
+  /** Told of every publish attempt that failed and will be retried (for logs and metrics). */
+  onPublishRetry?: ((attempt: number, error: unknown) => void) | undefined;
+};
+
+// Header names, computed once.
+const MSG_ID = "Nats-Msg-Id";
+const EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence";
+export const TRACEPARENT_HEADER = "traceparent";
+
+const WRONG_LAST_SEQUENCE = 10071;
+const WRONG_LAST_SEQUENCE_UNKNOWN = 10164;
+const WRONG_LAST_SEQUENCE_PATTERN = /wrong last sequence: (\d+)/;
+
+export async function createJetStreamEventLog(options: JetStreamEventLogOptions): Promise<EventLog> {
+  const { nc, prefix } = options;
+  const subjects = createEventSubjects(prefix);
+  const streamName = subjects.streamName;
+  const publishTimeoutMs = options.publishTimeoutMs ?? 5_000;
+  const publishAttempts = Math.max(1, options.publishAttempts ?? 3);
+  const readWalkLimit = Math.max(1, options.readWalkLimit ?? 8);
+  const pullBatch = Math.max(1, options.pullBatch ?? 512);
+  const upcasters = options.upcasters;
+  const onPublishRetry = options.onPublishRetry;
+
+  const jsm: JetStreamManager = await jetstreamManager(nc);
+  if (options.ensureStream !== false) {
+    await ensureEventStream(jsm, prefix, {
+      replicas: options.replicas ?? 1,
+      duplicateWindowMs: options.duplicateWindowMs,
+    });
+  }
+  const js: JetStreamClient = jsm.jetstream();
+  const followers = new Set<Follower>();
+  let closed = false;
+
+  const assertOpen = () => {
+    if (closed) throw new Error("The event log is closed");
+  };
+
+  const toRecorded = (subject: string, seq: number, data: Uint8Array, traceparent: string | undefined) => {
+    const stream = subjects.parse(subject);
+    if (stream === undefined) {
+      throw new EventDecodeError("invalid_envelope", `Message ${seq} has no event subject (${subject})`);
+    }
+    return decodeRecordedEvent(data, stream, seq, traceparent || undefined, upcasters);
+  };
+  const fromStored = (m: StoredMsg) =>
+    toRecorded(m.subject, m.seq, m.data, m.header?.get(TRACEPARENT_HEADER));
+  const fromJsMsg = (m: JsMsg) => toRecorded(m.subject, m.seq, m.data, m.headers?.get(TRACEPARENT_HEADER));
+
+  async function publish(subject: string, payload: Uint8Array, options: AppendOptions): Promise<PubAck> {
+    const h = headers();
+    h.set(MSG_ID, options.messageId);
+    h.set(EXPECTED_LAST_SUBJECT_SEQUENCE, String(options.expectedVersion));
+    if (options.traceparent) h.set(TRACEPARENT_HEADER, options.traceparent);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await js.publish(subject, payload, { headers: h, timeout: publishTimeoutMs });
+      } catch (error) {
+        // Same msg id on every attempt: if an earlier one was stored after all, the server answers with
+        // its position and duplicate: true, so the caller may see its own write reported as a duplicate.
+        if (attempt >= publishAttempts || !isRetryable(error)) throw error;
+        onPublishRetry?.(attempt, error);
+        await delay(Math.min(100 * 2 ** (attempt - 1), 1_000));
+      }
+    }
+  }
+
+  async function getMessage(query: MsgRequest | { seq: number; next_by_subj: string }) {
+    // next_by_subj is part of the server's MSG.GET API (2.9) though the client only types it for direct get.
+    return jsm.streams.getMessage(streamName, query as MsgRequest);
+  }
+
+  /** Reads a subject's messages from `fromSeq` up to `lastSeq` with a throwaway ordered consumer. */
+  async function readTail(subject: string, fromSeq: number, lastSeq: number, into: RecordedEvent[]) {
+    const consumer = await js.consumers.get(streamName, {
+      filter_subjects: subject,
+      deliver_policy: DeliverPolicy.StartSequence,
+      opt_start_seq: fromSeq,
+    });
+    let messages: ConsumerMessages | undefined;
+    try {
+      messages = await consumer.consume({ max_messages: pullBatch });
+      for await (const m of messages) {
+        if (m.seq > lastSeq) break;
+        into.push(fromJsMsg(m));
+        if (m.seq === lastSeq) return;
+      }
+      throw new Error(`Reading ${subject} ended before sequence ${lastSeq}`);
+    } finally {
+      messages?.stop();
+      consumer.delete().catch(() => {});
+    }
+  }
+
+  const log: EventLog = {
+    async append(stream: StreamName, event: DomainEvent, metadata: EventMetadata, options: AppendOptions) {
+      assertOpen();
+      assertAppendOptions(options);
+      const subject = subjects.subjectFor(stream);
+      const payload = encodeEvent(event, metadata);
+      try {
+        const ack = await publish(subject, payload, options);
+        return { position: ack.seq, duplicate: ack.duplicate } satisfies AppendResult;
+      } catch (error) {
+        throw toConflict(error, options.expectedVersion) ?? error;
+      }
+    },
+
+    async readStream(stream: StreamName): Promise<StreamRead> {
+      assertOpen();
+      const subject = subjects.subjectFor(stream);
+      const last = await getMessage({ last_by_subj: subject });
+      if (last === null) return { events: [], version: 0 };
+      // Everything up to `last` is the snapshot; events appended meanwhile belong to the next read.
+      const events: RecordedEvent[] = [];
+      let cursor = 1;
+      for (let walked = 0; walked < readWalkLimit; walked++) {
+        const next = await getMessage({ seq: cursor, next_by_subj: subject });
+        if (next === null || next.seq >= last.seq) {
+          events.push(fromStored(last));
+          return { events, version: last.seq };
+        }
+        events.push(fromStored(next));
+        cursor = next.seq + 1;
+      }
+      // A long stream: one consumer beats a request per event.
+      await readTail(subject, cursor, last.seq, events);
+      return { events, version: last.seq };
+    },
+
+    async readAt(position: number) {
+      assertOpen();
+      if (!Number.isInteger(position) || position < 1) return undefined;
+      const message = await getMessage({ seq: position });
+      return message === null ? undefined : fromStored(message);
+    },
+
+    async lastPosition() {
+      assertOpen();
+      const info = await jsm.streams.info(streamName);
+      return info.state.last_seq;
+    },
+
+    follow(options: FollowOptions, handler: (batch: RecordedEvent[]) => Promise<void>): Follower {
+      assertOpen();
+      assertFollowOptions(options);
+      let stopped = false;
+      let messages: ConsumerMessages | undefined;
+
+      const run = async () => {
+        const consumer: Consumer = await js.consumers.get(streamName, {
+          deliver_policy: DeliverPolicy.StartSequence,
+          opt_start_seq: options.from,
+        });
+        try {
+          if (stopped) return;
+          messages = await consumer.consume({ max_messages: Math.max(pullBatch, options.batchSize) });
+          if (stopped) return;
+          let batch: RecordedEvent[] = [];
+          for await (const m of messages) {
+            if (stopped) return;
+            batch.push(fromJsMsg(m));
+            // Hand over what is there: a batch is full, or nothing more is waiting on the server.
+            if (batch.length >= options.batchSize || m.info.pending === 0) {
+              const ready = batch;
+              batch = [];
+              await handler(ready);
+            }
+          }
+          if (!stopped) throw new Error("The event log subscription ended (connection closed?)");
+        } finally {
+          messages?.stop();
+          consumer.delete().catch(() => {});
+        }
+      };
+
+      const done = run();
+      // The owner learns of a failure through `done`; an unobserved one must not crash the process.
+      done.catch(() => {});
+      const follower: Follower = {
+        done,
+        async stop() {
+          stopped = true;
+          messages?.stop();
+          await done.catch(() => {});
+          followers.delete(follower);
+        },
+      };
+      followers.add(follower);
+      done.then(
+        () => followers.delete(follower),
+        () => followers.delete(follower),
+      );
+      return follower;
+    },
+
+    async close() {
+      closed = true;
+      await Promise.all([...followers].map((follower) => follower.stop()));
+    },
+  };
+  return log;
+}
+
+function isRetryable(error: unknown): boolean {
+  if (error instanceof TimeoutError) return true;
+  // JetStream briefly has no responders while a server restarts or a stream leader is elected.
+  const cause = error instanceof Error ? error.cause : undefined;
+  return (
+    cause instanceof TimeoutError ||
+    (cause instanceof RequestError && cause.isNoResponders()) ||
+    (error instanceof RequestError && error.isNoResponders())
+  );
+}
+
+function toConflict(error: unknown, expected: number): VersionConflictError | undefined {
+  if (!(error instanceof JetStreamApiError)) return undefined;
+  if (error.code === WRONG_LAST_SEQUENCE) {
+    const match = WRONG_LAST_SEQUENCE_PATTERN.exec(error.message);
+    return new VersionConflictError(expected, match?.[1] === undefined ? undefined : Number(match[1]));
+  }
+  if (error.code === WRONG_LAST_SEQUENCE_UNKNOWN) return new VersionConflictError(expected, undefined);
+  return undefined;
+}

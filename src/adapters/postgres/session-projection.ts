@@ -1,0 +1,139 @@
+import type { Kysely, Transaction } from "kysely";
+import type { SessionRow } from "../../app/ports.ts";
+import { isSessionEvent, type RecordedEvent, type SessionEvent } from "../../domain/events.ts";
+import { CheckpointConflictError, type ProjectionTarget } from "../../projections/runner.ts";
+import { evolveSessionRow } from "../../projections/session-row.ts";
+import type { Database } from "./schema.ts";
+import { rowFromDb, rowToDb, SESSION_PROJECTION_NAME } from "./session-columns.ts";
+
+/** Rows per INSERT: 19 parameters each stays far below Postgres' 65,535-parameter limit. */
+const UPSERT_CHUNK = 1_000;
+
+/**
+ * Projects session events into the `sessions` table. Each batch is one transaction: lock the checkpoint
+ * row, check it is where this runner last saw it, fold the batch over the affected rows (loaded in one
+ * query), write them with one multi-row upsert, and move the checkpoint. Replays are harmless twice over:
+ * events at or below the checkpoint are dropped, and the upsert never lets a row go back in position.
+ */
+export function createSessionProjection(
+  db: Kysely<Database>,
+  options: { name?: string | undefined } = {},
+): ProjectionTarget {
+  const name = options.name ?? SESSION_PROJECTION_NAME;
+  // The checkpoint as this runner last saw it; undefined until it has looked (then the stored one is taken).
+  let expected: number | undefined;
+
+  return {
+    name,
+    async checkpoint() {
+      const position = await readCheckpoint(db, name);
+      expected = position;
+      return position;
+    },
+    async applyBatch(batch) {
+      if (batch.length === 0) return;
+      expected = await db.transaction().execute(async (trx) => {
+        const stored = await lockCheckpoint(trx, name);
+        if (expected !== undefined && stored !== expected) {
+          throw new CheckpointConflictError(name, expected, stored);
+        }
+        const fresh = batch.filter((event) => event.position > stored);
+        if (fresh.length === 0) return stored;
+        await applySessionEvents(trx, fresh.filter(isRecordedSessionEvent));
+        const last = fresh.reduce((max, event) => Math.max(max, event.position), stored);
+        await trx
+          .updateTable("projection_checkpoints")
+          .set({ position: last, updated_at: new Date() })
+          .where("name", "=", name)
+          .execute();
+        return last;
+      });
+    },
+  };
+}
+
+function isRecordedSessionEvent(event: RecordedEvent): event is RecordedEvent<SessionEvent> {
+  return isSessionEvent(event);
+}
+
+async function applySessionEvents(trx: Transaction<Database>, events: RecordedEvent<SessionEvent>[]) {
+  if (events.length === 0) return;
+  const ids = [...new Set(events.map((event) => event.data.sessionId))];
+  const loaded = await trx.selectFrom("sessions").selectAll().where("id", "in", ids).execute();
+  const before = new Map(loaded.map((r) => [r.id, rowFromDb(r)]));
+  const after = new Map<string, SessionRow>(before);
+  const ordered = [...events].sort((a, b) => a.position - b.position);
+  for (const event of ordered) {
+    const id = event.data.sessionId;
+    const next = evolveSessionRow(after.get(id), event);
+    if (next) after.set(id, next);
+  }
+  const changed = [...after.values()].filter((row) => row !== before.get(row.id));
+  for (let i = 0; i < changed.length; i += UPSERT_CHUNK) {
+    await upsert(trx, changed.slice(i, i + UPSERT_CHUNK));
+  }
+}
+
+function upsert(trx: Transaction<Database>, rows: SessionRow[]) {
+  return trx
+    .insertInto("sessions")
+    .values(rows.map(rowToDb))
+    .onConflict((oc) =>
+      oc
+        .column("id")
+        .doUpdateSet((eb) => ({
+          user_id: eb.ref("excluded.user_id"),
+          username: eb.ref("excluded.username"),
+          kind: eb.ref("excluded.kind"),
+          status: eb.ref("excluded.status"),
+          roles: eb.ref("excluded.roles"),
+          groups: eb.ref("excluded.groups"),
+          client: eb.ref("excluded.client"),
+          ip_address: eb.ref("excluded.ip_address"),
+          user_agent: eb.ref("excluded.user_agent"),
+          created_at: eb.ref("excluded.created_at"),
+          last_activity_at: eb.ref("excluded.last_activity_at"),
+          expires_at: eb.ref("excluded.expires_at"),
+          idle_timeout_seconds: eb.ref("excluded.idle_timeout_seconds"),
+          idle_expires_at: eb.ref("excluded.idle_expires_at"),
+          ended_at: eb.ref("excluded.ended_at"),
+          end_reason: eb.ref("excluded.end_reason"),
+          metadata: eb.ref("excluded.metadata"),
+          last_position: eb.ref("excluded.last_position"),
+        }))
+        // Belt and braces with the checkpoint: a row never moves back to an older state.
+        .whereRef("sessions.last_position", "<", "excluded.last_position"),
+    )
+    .execute();
+}
+
+async function readCheckpoint(db: Kysely<Database>, name: string): Promise<number> {
+  const row = await db
+    .selectFrom("projection_checkpoints")
+    .select("position")
+    .where("name", "=", name)
+    .executeTakeFirst();
+  return row ? Number(row.position) : 0;
+}
+
+/** The stored checkpoint, locked until the transaction ends; created at 0 the first time. */
+async function lockCheckpoint(trx: Transaction<Database>, name: string): Promise<number> {
+  const select = () =>
+    trx
+      .selectFrom("projection_checkpoints")
+      .select("position")
+      .where("name", "=", name)
+      .forUpdate()
+      .executeTakeFirst();
+  let row = await select();
+  if (!row) {
+    await trx
+      .insertInto("projection_checkpoints")
+      .values({ name, position: 0, updated_at: new Date() })
+      .onConflict((oc) => oc.column("name").doNothing())
+      .execute();
+    row = await select();
+  }
+  if (!row) throw new Error(`Projection ${name}: checkpoint row missing`);
+  return Number(row.position);
+}

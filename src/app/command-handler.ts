@@ -1,0 +1,196 @@
+import { concurrencyConflict } from "../domain/errors.ts";
+import type {
+  Actor,
+  CommandSource,
+  DomainEvent,
+  EventMetadata,
+  RecordedEvent,
+  StreamName,
+} from "../domain/events.ts";
+import { type Clock, type EventLog, type IdGenerator, VersionConflictError } from "../domain/ports.ts";
+import { createKeyedMutex } from "./keyed-mutex.ts";
+
+/** Who asked, from where, and under which id: becomes the events' metadata. */
+export type CommandContext = {
+  /** Idempotency: the same id within the dedupe window appends at most once. */
+  commandId: string;
+  correlationId?: string | undefined;
+  causationId?: string | undefined;
+  actor: Actor;
+  source: CommandSource;
+  ip?: string | undefined;
+  userAgent?: string | undefined;
+  traceparent?: string | undefined;
+};
+
+export type Decider<State, Command, Event extends DomainEvent> = {
+  decide(command: Command, state: State): Event[];
+  evolve(state: State, event: Event): State;
+  initialState(): State;
+};
+
+export type HandleResult<State> = {
+  state: State;
+  /** Events this call appended (empty for a no-op or a duplicate). */
+  appended: RecordedEvent[];
+  /** The stream's version after the call. */
+  version: number;
+  /** True when the command id had already been appended: nothing new was written. */
+  duplicate: boolean;
+  /** For a duplicate: the stream the original append went to (it may differ, e.g. a retried create). */
+  originalStream: StreamName | undefined;
+};
+
+type Cached<State> = { state: State; version: number };
+
+const streamKey = (stream: StreamName) => `${stream.category}:${stream.id}`;
+
+/**
+ * Load → decide → append with the expected version → on conflict re-read and retry (bounded).
+ *
+ * Commands for one stream are serialised inside this process, so concurrent requests on one instance
+ * never conflict with each other; conflicts only come from other instances. Recent states are cached so
+ * a command costs one append, not a read plus an append; a stale cache entry is caught by the version
+ * check like any other conflict.
+ */
+export function createCommandHandler<
+  State,
+  Command extends { now: number },
+  Event extends DomainEvent,
+>(deps: {
+  log: EventLog;
+  clock: Clock;
+  ids: IdGenerator;
+  decider: Decider<State, Command, Event>;
+  maxAttempts?: number;
+  cacheSize?: number;
+}) {
+  const { log, clock, ids, decider } = deps;
+  const maxAttempts = deps.maxAttempts ?? 20;
+  const cacheSize = deps.cacheSize ?? 50_000;
+  const cache = new Map<string, Cached<State>>();
+  const mutex = createKeyedMutex();
+
+  function remember(key: string, value: Cached<State>) {
+    cache.delete(key);
+    cache.set(key, value);
+    if (cache.size > cacheSize) {
+      const oldest = cache.keys().next().value;
+      if (oldest !== undefined) cache.delete(oldest);
+    }
+  }
+
+  async function load(stream: StreamName): Promise<Cached<State>> {
+    const read = await log.readStream(stream);
+    let state = decider.initialState();
+    for (const event of read.events) state = decider.evolve(state, event as unknown as Event);
+    return { state, version: read.version };
+  }
+
+  async function handleUnlocked(
+    stream: StreamName,
+    buildCommand: (now: number, state: State) => Command,
+    context: CommandContext,
+  ): Promise<HandleResult<State>> {
+    const key = streamKey(stream);
+    let current = cache.get(key) ?? (await load(stream));
+    for (let attempt = 1; attempt <= maxAttempts; attempt++) {
+      const now = clock.now();
+      const command = buildCommand(now, current.state);
+      const events = decider.decide(command, current.state);
+      if (events.length === 0) {
+        remember(key, current);
+        return { ...current, appended: [], duplicate: false, originalStream: undefined };
+      }
+      try {
+        const appended: RecordedEvent[] = [];
+        let { state, version } = current;
+        for (const [index, event] of events.entries()) {
+          const metadata = metadataFor(context, now, index);
+          const result = await log.append(stream, event, metadata, {
+            expectedVersion: version,
+            messageId: index === 0 ? context.commandId : `${context.commandId}:${index}`,
+            traceparent: context.traceparent,
+          });
+          if (result.duplicate) return await resolveDuplicate(stream, result.position);
+          version = result.position;
+          state = decider.evolve(state, event);
+          appended.push({ ...event, metadata, stream, position: result.position } as RecordedEvent);
+        }
+        remember(key, { state, version });
+        return { state, version, appended, duplicate: false, originalStream: undefined };
+      } catch (error) {
+        if (!(error instanceof VersionConflictError)) {
+          cache.delete(key);
+          throw error;
+        }
+        current = await load(stream);
+        await backoff(attempt);
+      }
+    }
+    cache.delete(key);
+    throw concurrencyConflict(key, maxAttempts);
+  }
+
+  async function resolveDuplicate(stream: StreamName, position: number): Promise<HandleResult<State>> {
+    const original = await log.readAt(position);
+    const originalStream = original?.stream ?? stream;
+    const reloaded = await load(originalStream);
+    remember(streamKey(originalStream), reloaded);
+    return { ...reloaded, appended: [], duplicate: true, originalStream };
+  }
+
+  function metadataFor(context: CommandContext, now: number, index: number): EventMetadata {
+    return {
+      eventId: ids.uuidv7(),
+      commandId: index === 0 ? context.commandId : `${context.commandId}:${index}`,
+      correlationId: context.correlationId ?? context.commandId,
+      causationId: context.causationId ?? context.commandId,
+      occurredAt: new Date(now).toISOString(),
+      actor: context.actor,
+      source: context.source,
+      ip: context.ip,
+      userAgent: context.userAgent,
+    };
+  }
+
+  return {
+    /**
+     * Runs one command against one stream. `buildCommand` is called with the current time and state on
+     * every attempt, so a retry decides again on fresh state.
+     */
+    handle(
+      stream: StreamName,
+      buildCommand: (now: number, state: State) => Command,
+      context: CommandContext,
+    ): Promise<HandleResult<State>> {
+      return mutex.run(streamKey(stream), () => handleUnlocked(stream, buildCommand, context));
+    },
+    /**
+     * State of a stream. The cache answers when it is known to be at least `atLeastVersion` (e.g. the
+     * position the shared validation view has seen); without it, the log is read, so the answer is fresh.
+     */
+    async read(stream: StreamName, atLeastVersion?: number): Promise<Cached<State>> {
+      const key = streamKey(stream);
+      const cached = cache.get(key);
+      if (cached && atLeastVersion !== undefined && cached.version >= atLeastVersion) return cached;
+      const loaded = await load(stream);
+      remember(key, loaded);
+      return loaded;
+    },
+    /** Drops a cached state, e.g. when another instance is known to have changed the stream. */
+    forget(stream: StreamName) {
+      cache.delete(streamKey(stream));
+    },
+  };
+}
+
+export type CommandHandler<State, Command extends { now: number }, Event extends DomainEvent> = ReturnType<
+  typeof createCommandHandler<State, Command, Event>
+>;
+
+function backoff(attempt: number): Promise<void> {
+  // Jittered, growing wait so racing instances spread out instead of colliding again in lockstep.
+  const ms = Math.min(50, 2 ** Math.min(attempt, 5)) * Math.random();
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

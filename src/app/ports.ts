@@ -1,0 +1,103 @@
+import type { EndReason, SessionKind } from "../domain/events.ts";
+import type { SessionStatus } from "../domain/session-state.ts";
+import type { UserValidationEntry, ValidationEntry } from "../projections/validation-entry.ts";
+
+/**
+ * Read-side ports used by the application services. Adapters: NATS KV + in-memory replica (validation),
+ * Postgres/PGlite (list, stats).
+ */
+
+/** The shared validation view (a NATS KV bucket, or its in-memory twin in embedded mode). */
+export interface ValidationStore {
+  getSession(sessionId: string): Promise<ValidationEntry | undefined>;
+  getUser(userId: string): Promise<UserValidationEntry | undefined>;
+  /** Writes the entry unless the stored one already has the same or a later position. */
+  putSession(entry: ValidationEntry): Promise<void>;
+  putUser(entry: UserValidationEntry): Promise<void>;
+  /**
+   * Feeds every current and future entry to the callbacks until the returned stop is called. Resolves once
+   * every entry present at the call has been delivered.
+   */
+  watch(listener: ValidationStoreListener): Promise<{ stop(): Promise<void> }>;
+  /** The projection's checkpoint: the last log position fully written to the store. */
+  getCheckpoint(name: string): Promise<number>;
+  setCheckpoint(name: string, position: number): Promise<void>;
+}
+
+export type ValidationStoreListener = {
+  onSession(entry: ValidationEntry): void;
+  onUser(entry: UserValidationEntry): void;
+};
+
+/** This instance's in-memory copy of the validation view. Lookups are synchronous and allocation-free. */
+export interface ValidationReplica {
+  getSession(sessionId: string): ValidationEntry | undefined;
+  getUser(userId: string): UserValidationEntry | undefined;
+  /** Applies an entry if it is newer (by position) than what the replica holds. */
+  offerSession(entry: ValidationEntry): void;
+  offerUser(entry: UserValidationEntry): void;
+  /** Resolves once the replica holds the session at `position` or later, or after `timeoutMs`. */
+  waitForSession(sessionId: string, position: number, timeoutMs: number): Promise<boolean>;
+  readonly size: number;
+}
+
+export type SessionRow = {
+  id: string;
+  userId: string;
+  username: string;
+  kind: SessionKind;
+  status: SessionStatus;
+  roles: string[];
+  groups: string[];
+  client: string | null;
+  ipAddress: string | null;
+  userAgent: string | null;
+  createdAt: Date;
+  lastActivityAt: Date;
+  expiresAt: Date;
+  idleExpiresAt: Date | null;
+  endedAt: Date | null;
+  endReason: EndReason | null;
+  metadata: Record<string, unknown>;
+  /** Log position of the last event applied to this row. */
+  lastPosition: number;
+};
+
+export type StatusFilter = "active" | "ended" | "all";
+
+export type ListSessionsQuery = {
+  userId?: string | undefined;
+  status: StatusFilter;
+  limit: number;
+  /** Opaque cursor from a previous page. */
+  cursor?: string | undefined;
+  /** "Now", for deciding which active-looking rows are in fact overdue. */
+  now: number;
+};
+
+export type SessionPage = { sessions: SessionRow[]; total: number; nextCursor: string | null };
+
+export type SessionStats = {
+  active: number;
+  expired: number;
+  invalidated: number;
+  recycled: number;
+  total: number;
+  createdToday: number;
+  lastActivityAt: Date | null;
+};
+
+export interface SessionReadModel {
+  getSession(sessionId: string): Promise<SessionRow | undefined>;
+  listSessions(query: ListSessionsQuery): Promise<SessionPage>;
+  /** Stats for one user, or for everyone when userId is undefined. */
+  stats(userId: string | undefined, now: number): Promise<SessionStats>;
+  /** Ids of sessions that are still active in the read model but whose deadline has passed at `now`. */
+  overdueSessionIds(now: number, limit: number): Promise<string[]>;
+  /** Ids of a user's sessions that are active in the read model. */
+  activeSessionIds(userId: string): Promise<string[]>;
+  /** Deletes ended rows whose end is older than `endedBefore`; returns how many. Events are kept. */
+  pruneEnded(endedBefore: number): Promise<number>;
+  /** The log position the read model has applied up to. */
+  checkpoint(): Promise<number>;
+}

@@ -1,0 +1,329 @@
+import { createHmac } from "node:crypto";
+import { DomainError, sessionNotFound } from "../domain/errors.ts";
+import type {
+  InvalidationReason,
+  SessionBinding,
+  SessionEvent,
+  SessionKind,
+  UserEvent,
+} from "../domain/events.ts";
+import { sessionStream, userStream } from "../domain/events.ts";
+import type { Clock, EventLog, IdGenerator, SecretGenerator } from "../domain/ports.ts";
+import type { SessionCommand } from "../domain/session-commands.ts";
+import { decide } from "../domain/session-decider.ts";
+import {
+  type ExistingSession,
+  evolve,
+  initialSessionState,
+  type SessionState,
+} from "../domain/session-state.ts";
+import { formatToken, hashSecret } from "../domain/tokens.ts";
+import {
+  decideUser,
+  evolveUser,
+  initialUserState,
+  type UserCommand,
+  type UserState,
+} from "../domain/user-decider.ts";
+import { validationEntryFromState } from "../projections/validation-entry.ts";
+import { type CommandContext, createCommandHandler } from "./command-handler.ts";
+import type { SessionPolicy } from "./policy.ts";
+import type { SessionReadModel, ValidationReplica } from "./ports.ts";
+
+export type CreateSessionInput = {
+  userId: string;
+  username: string;
+  kind: SessionKind;
+  roles: string[];
+  groups: string[];
+  scope: string[];
+  ttlSeconds?: number | undefined;
+  idleTimeoutSeconds?: number | undefined;
+  client?: string | undefined;
+  ipAddress?: string | undefined;
+  userAgent?: string | undefined;
+  metadata: Record<string, unknown>;
+  idpSessionId?: string | undefined;
+  withRefreshToken?: boolean | undefined;
+  /** Client-chosen idempotency key, scoped to `principal`. */
+  idempotencyKey?: string | undefined;
+  principal: string;
+};
+
+export type CreatedSession = {
+  session: ExistingSession;
+  token: string;
+  refreshToken: string | undefined;
+  /** True when this was a retry of an earlier create with the same idempotency key. */
+  replayed: boolean;
+};
+
+export type SessionServiceDeps = {
+  log: EventLog;
+  clock: Clock;
+  ids: IdGenerator;
+  secrets: SecretGenerator;
+  policy: SessionPolicy;
+  replica: ValidationReplica;
+  readModel: SessionReadModel;
+  /** Keys idempotent token derivation; never leaves the process. */
+  idempotencySecret: string;
+};
+
+/**
+ * The write side: every change to a session or user goes through here, as a command decided on the
+ * stream's current state and appended with optimistic concurrency.
+ */
+export function createSessionService(deps: SessionServiceDeps) {
+  const { log, clock, ids, secrets, policy, replica } = deps;
+  const sessions = createCommandHandler<SessionState, SessionCommand, SessionEvent>({
+    log,
+    clock,
+    ids,
+    decider: { decide, evolve, initialState: initialSessionState },
+  });
+  const users = createCommandHandler<UserState, UserCommand, UserEvent>({
+    log,
+    clock,
+    ids,
+    decider: { decide: decideUser, evolve: evolveUser, initialState: initialUserState },
+  });
+  let lastPosition = 0;
+
+  /** Makes this instance see its own writes at once, before the KV projection echoes them back. */
+  function publishLocally(state: SessionState, version: number) {
+    if (version > lastPosition) lastPosition = version;
+    if (state.status !== "none") replica.offerSession(validationEntryFromState(state, version));
+  }
+
+  async function runSession(
+    sessionId: string,
+    build: (now: number, state: SessionState) => SessionCommand,
+    context: CommandContext,
+  ) {
+    const result = await sessions.handle(sessionStream(sessionId), build, context);
+    publishLocally(result.state, result.version);
+    return result;
+  }
+
+  function derivedSecret(principal: string, key: string) {
+    return createHmac("sha256", deps.idempotencySecret)
+      .update(`${principal}\u0000${key}`)
+      .digest("base64url");
+  }
+
+  function bindingFor(input: CreateSessionInput): SessionBinding {
+    switch (policy.binding) {
+      case "off":
+        return { mode: "off" };
+      case "ip":
+        return { mode: "ip", ip: input.ipAddress };
+      case "ua":
+        return { mode: "ua", userAgent: input.userAgent };
+      case "ip+ua":
+        return { mode: "ip+ua", ip: input.ipAddress, userAgent: input.userAgent };
+      default: {
+        const unreachable: never = policy.binding;
+        return unreachable;
+      }
+    }
+  }
+
+  return {
+    policy,
+    get lastPosition() {
+      return lastPosition;
+    },
+
+    /** Records a log position this instance's reads should reflect (e.g. the log's end at start-up). */
+    observe(position: number) {
+      if (position > lastPosition) lastPosition = position;
+    },
+
+    async create(input: CreateSessionInput, context: CommandContext): Promise<CreatedSession> {
+      const idempotent = input.idempotencyKey !== undefined;
+      const secret = idempotent
+        ? derivedSecret(input.principal, `token:${input.idempotencyKey}`)
+        : secrets.newSecret();
+      const refreshSecret =
+        input.withRefreshToken === true
+          ? idempotent
+            ? derivedSecret(input.principal, `refresh:${input.idempotencyKey}`)
+            : secrets.newSecret()
+          : undefined;
+      const sessionId = ids.uuidv7();
+      const defaultIdle = input.kind === "mcp" ? policy.mcpIdleTimeoutSeconds : policy.idleTimeoutSeconds;
+      const result = await runSession(
+        sessionId,
+        (now) => ({
+          type: "CreateSession",
+          now,
+          data: {
+            sessionId,
+            userId: input.userId,
+            username: input.username,
+            kind: input.kind,
+            roles: input.roles,
+            groups: input.groups,
+            scope: input.scope,
+            tokenHash: hashSecret(secret),
+            refreshTokenHash: refreshSecret === undefined ? undefined : hashSecret(refreshSecret),
+            ttlSeconds: input.ttlSeconds ?? policy.defaultTtlSeconds,
+            maxLifetimeSeconds: policy.maxLifetimeSeconds,
+            idleTimeoutSeconds: input.idleTimeoutSeconds ?? defaultIdle,
+            client: input.client,
+            ipAddress: input.ipAddress,
+            userAgent: input.userAgent,
+            binding: bindingFor(input),
+            metadata: input.metadata,
+            idpSessionId: input.idpSessionId,
+          },
+        }),
+        context,
+      );
+      const session = result.state;
+      if (session.status === "none") throw new Error("create appended nothing");
+      if (result.duplicate && session.tokenHash !== hashSecret(secret)) {
+        // Same command id, different principal or payload: never hand out someone else's session.
+        throw new DomainError("invalid_request", "Idempotency-Key was already used for a different request");
+      }
+      return {
+        session,
+        token: formatToken("session", session.sessionId, secret),
+        refreshToken:
+          refreshSecret === undefined ? undefined : formatToken("refresh", session.sessionId, refreshSecret),
+        replayed: result.duplicate,
+      };
+    },
+
+    async renew(sessionId: string, ttlSeconds: number | undefined, context: CommandContext) {
+      const result = await runSession(
+        sessionId,
+        (now) => ({
+          type: "RenewSession",
+          now,
+          data: { ttlSeconds: ttlSeconds ?? policy.defaultTtlSeconds },
+        }),
+        context,
+      );
+      return requireExisting(sessionId, result.state);
+    },
+
+    async invalidate(sessionId: string, reason: InvalidationReason, context: CommandContext) {
+      const result = await runSession(
+        sessionId,
+        (now) => ({ type: "InvalidateSession", now, data: { reason } }),
+        context,
+      );
+      return requireExisting(sessionId, result.state);
+    },
+
+    async touch(
+      sessionId: string,
+      facts: { ipAddress?: string | undefined; userAgent?: string | undefined },
+      context: CommandContext,
+    ) {
+      const result = await runSession(
+        sessionId,
+        (now) => ({
+          type: "TouchSession",
+          now,
+          data: { touchIntervalSeconds: policy.touchIntervalSeconds, ...facts },
+        }),
+        context,
+      );
+      return result.state;
+    },
+
+    async expire(sessionId: string, tick: number | undefined, context: CommandContext) {
+      const result = await runSession(
+        sessionId,
+        (now) => ({ type: "ExpireSession", now, data: { tick } }),
+        context,
+      );
+      return result;
+    },
+
+    /**
+     * Ends every session of a user. The user event takes effect on every instance at once (the
+     * validation view checks it per user in O(1)); the per-session events that follow keep the read
+     * models and the audit trail exact. Returns how many sessions this call ended.
+     */
+    async revokeAll(
+      userId: string,
+      reason: InvalidationReason,
+      exceptSessionId: string | undefined,
+      context: CommandContext,
+    ): Promise<number> {
+      const revoked = await users.handle(
+        userStream(userId),
+        (now) => ({ type: "RevokeUserSessions", now, data: { userId, reason, exceptSessionId } }),
+        context,
+      );
+      if (revoked.version > lastPosition) lastPosition = revoked.version;
+      const revocation = revoked.appended[0];
+      const causationId = revocation?.metadata.eventId ?? context.commandId;
+      await waitForReadModel(deps.readModel, revoked.version, 2_000);
+      const candidates = (await deps.readModel.activeSessionIds(userId)).filter(
+        (id) => id !== exceptSessionId,
+      );
+      let count = 0;
+      for (const sessionId of candidates) {
+        const result = await runSession(
+          sessionId,
+          (now) => ({ type: "InvalidateSession", now, data: { reason } }),
+          {
+            ...context,
+            commandId: `${context.commandId}:${sessionId}`,
+            causationId,
+          },
+        );
+        if (result.appended.length > 0 && result.state.status === "invalidated") count++;
+      }
+      return count;
+    },
+
+    /** The session as the log says now (fresh even before any projection has caught up). */
+    async get(sessionId: string): Promise<ExistingSession | undefined> {
+      const { state } = await sessions.read(sessionStream(sessionId));
+      return state.status === "none" ? undefined : state;
+    },
+
+    /**
+     * The session as of at least `position` (the validation view's position for it): served from the
+     * cache on the validation path, read from the log only when the cache is behind.
+     */
+    async getAtLeast(sessionId: string, position: number): Promise<ExistingSession | undefined> {
+      const { state } = await sessions.read(sessionStream(sessionId), position);
+      return state.status === "none" ? undefined : state;
+    },
+
+    async fold(sessionId: string) {
+      const { state, version } = await sessions.read(sessionStream(sessionId));
+      return state.status === "none" ? undefined : validationEntryFromState(state, version);
+    },
+
+    /** Read models reflect everything this instance has written, give or take `timeoutMs`. */
+    async readYourWrites(timeoutMs = 1_000) {
+      await waitForReadModel(deps.readModel, lastPosition, timeoutMs);
+    },
+  };
+}
+
+export type SessionService = ReturnType<typeof createSessionService>;
+
+function requireExisting(sessionId: string, state: SessionState): ExistingSession {
+  if (state.status === "none") throw sessionNotFound(sessionId);
+  return state;
+}
+
+async function waitForReadModel(readModel: SessionReadModel, position: number, timeoutMs: number) {
+  const deadline = Date.now() + timeoutMs;
+  let delay = 1;
+  while ((await readModel.checkpoint()) < position) {
+    if (Date.now() >= deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    delay = Math.min(delay * 2, 25);
+  }
+  return true;
+}

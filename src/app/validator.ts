@@ -1,0 +1,152 @@
+import { hash } from "node:crypto";
+import type { BindingMode } from "../domain/events.ts";
+import type { Clock } from "../domain/ports.ts";
+import { effectiveTouchIntervalMs } from "../domain/session-decider.ts";
+import { hashesEqual, parseToken } from "../domain/tokens.ts";
+import { isRevokedByUser, type ValidationEntry } from "../projections/validation-entry.ts";
+import type { ValidationReplica, ValidationStore } from "./ports.ts";
+
+export type InvalidReason =
+  | "malformed"
+  | "not_found"
+  | "expired"
+  | "invalidated"
+  | "recycled"
+  | "binding_mismatch";
+
+export type ValidationOutcome =
+  | { valid: true; entry: ValidationEntry }
+  | { valid: false; reason: InvalidReason; entry?: ValidationEntry | undefined };
+
+export type RequestFacts = { ip?: string | undefined; userAgent?: string | undefined };
+
+export type ValidatorDeps = {
+  replica: ValidationReplica;
+  store: ValidationStore;
+  /** Last resort on a miss: fold the session's own stream (fresh even before any projection ran). */
+  foldSession: (sessionId: string) => Promise<ValidationEntry | undefined>;
+  clock: Clock;
+  touchIntervalSeconds: number;
+  maxLifetimeSeconds: number;
+  /** Called (at most once per touch interval per session on this instance) when a touch is due. */
+  onTouchDue?: (entry: ValidationEntry, facts: RequestFacts) => void;
+};
+
+const CLOCK_SKEW_MS = 5 * 60_000;
+
+/**
+ * Is this bearer token valid now? A memory lookup in the common case. Deadlines are checked here, not
+ * left to the scheduler, so an overdue session never validates even before its SessionExpired exists.
+ */
+export function createValidator(deps: ValidatorDeps) {
+  const { replica, clock } = deps;
+  const touchRequestedAt = new Map<string, number>();
+  const maxAgeMs = deps.maxLifetimeSeconds * 1000 + CLOCK_SKEW_MS;
+
+  function judge(
+    entry: ValidationEntry,
+    secretHash: string,
+    facts: RequestFacts,
+    now: number,
+  ): ValidationOutcome {
+    if (!hashesEqual(entry.tokenHash, secretHash)) return { valid: false, reason: "not_found" };
+    switch (entry.status) {
+      case "active":
+        break;
+      case "expired":
+      case "invalidated":
+      case "recycled":
+        return { valid: false, reason: entry.status, entry };
+      default: {
+        const unreachable: never = entry.status;
+        return unreachable;
+      }
+    }
+    if (now >= entry.expiresAt) return { valid: false, reason: "expired", entry };
+    if (entry.idleTimeoutSeconds > 0 && now >= entry.lastActivityAt + entry.idleTimeoutSeconds * 1000) {
+      return { valid: false, reason: "expired", entry };
+    }
+    if (isRevokedByUser(replica.getUser(entry.userId), entry.sessionId, entry.createdAt)) {
+      return { valid: false, reason: "invalidated", entry };
+    }
+    if (!bindingHolds(entry.binding.mode, entry.binding, facts)) {
+      return { valid: false, reason: "binding_mismatch", entry };
+    }
+    maybeTouch(entry, facts, now);
+    return { valid: true, entry };
+  }
+
+  function maybeTouch(entry: ValidationEntry, facts: RequestFacts, now: number) {
+    if (!deps.onTouchDue) return;
+    const interval = effectiveTouchIntervalMs(deps.touchIntervalSeconds, entry.idleTimeoutSeconds);
+    if (now - entry.lastActivityAt < interval) return;
+    const requested = touchRequestedAt.get(entry.sessionId);
+    if (requested !== undefined && now - requested < interval) return;
+    if (touchRequestedAt.size > 100_000) pruneTouchRequests(now, interval);
+    touchRequestedAt.set(entry.sessionId, now);
+    deps.onTouchDue(entry, facts);
+  }
+
+  function pruneTouchRequests(now: number, interval: number) {
+    for (const [id, at] of touchRequestedAt) if (now - at >= interval) touchRequestedAt.delete(id);
+  }
+
+  /** A UUIDv7 carries its creation time; ids from the future or older than any session can live are guesses. */
+  function plausibleId(sessionId: string, now: number): boolean {
+    const createdAt = Number.parseInt(sessionId.slice(0, 8) + sessionId.slice(9, 13), 16);
+    return (
+      sessionId.charCodeAt(14) === 55 /* '7' */ &&
+      createdAt <= now + CLOCK_SKEW_MS &&
+      now - createdAt <= maxAgeMs
+    );
+  }
+
+  return {
+    /** The memory-only path: undefined means the replica does not know the session yet. */
+    validateFromMemory(token: string, facts: RequestFacts = {}): ValidationOutcome | undefined {
+      const parsed = parseToken(token, "session");
+      if (!parsed) return { valid: false, reason: "malformed" };
+      const entry = replica.getSession(parsed.sessionId);
+      if (!entry) return undefined;
+      return judge(entry, hash("sha256", parsed.secret, "base64url"), facts, clock.now());
+    },
+
+    async validate(token: string, facts: RequestFacts = {}): Promise<ValidationOutcome> {
+      const parsed = parseToken(token, "session");
+      if (!parsed) return { valid: false, reason: "malformed" };
+      const now = clock.now();
+      const secretHash = hash("sha256", parsed.secret, "base64url");
+      let entry = replica.getSession(parsed.sessionId);
+      if (!entry) {
+        if (!plausibleId(parsed.sessionId, now)) return { valid: false, reason: "not_found" };
+        entry = (await deps.store.getSession(parsed.sessionId)) ?? (await deps.foldSession(parsed.sessionId));
+        if (!entry) return { valid: false, reason: "not_found" };
+        replica.offerSession(entry);
+      }
+      return judge(entry, secretHash, facts, now);
+    },
+  };
+}
+
+export type Validator = ReturnType<typeof createValidator>;
+
+function bindingHolds(
+  mode: BindingMode,
+  bound: { ip?: string | undefined; userAgent?: string | undefined },
+  facts: RequestFacts,
+): boolean {
+  switch (mode) {
+    case "off":
+      return true;
+    case "ip":
+      return bound.ip === facts.ip;
+    case "ua":
+      return bound.userAgent === facts.userAgent;
+    case "ip+ua":
+      return bound.ip === facts.ip && bound.userAgent === facts.userAgent;
+    default: {
+      const unreachable: never = mode;
+      return unreachable;
+    }
+  }
+}

@@ -1,0 +1,60 @@
+import { ConfigError, loadConfig } from "./config.ts";
+import { createTessera } from "./main.ts";
+
+const USAGE = `Usage: tessera <command>
+
+Commands:
+  serve            run the HTTP API (embedded without NATS_URL/DATABASE_URL)
+  help             this text
+
+Configuration comes from environment variables; see README.md.`;
+
+/** Entry point of the `tessera` binary; returns the process exit code. */
+export async function runCli(argv: string[]): Promise<number> {
+  const [command = "help"] = argv;
+  try {
+    switch (command) {
+      case "serve":
+        return await serve();
+      case "help":
+      case "--help":
+      case "-h":
+        console.log(USAGE);
+        return 0;
+      default:
+        console.error(`Unknown command: ${command}\n\n${USAGE}`);
+        return 2;
+    }
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(error.message);
+      return 78; // EX_CONFIG
+    }
+    console.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
+    return 1;
+  }
+}
+
+async function serve(): Promise<number> {
+  const config = loadConfig();
+  if (config.multiUser && !config.tls) {
+    throw new ConfigError([
+      "TESSERA_MULTIUSER=true requires TLS: set TESSERA_TLS_CERT_FILE and TESSERA_TLS_KEY_FILE (plain HTTP is only for local single-user use)",
+    ]);
+  }
+  const tessera = await createTessera(config);
+  if (!config.tls)
+    tessera.logger.warn(
+      "Serving plain HTTP: fine for local single-user use, never for multi-user deployments",
+    );
+  const address = await tessera.app.listen({ host: config.host, port: config.port });
+  tessera.logger.info({ address, mode: config.mode, prefix: config.prefix }, "tessera listening");
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+  });
+  tessera.logger.info("shutting down");
+  await tessera.close();
+  return 0;
+}

@@ -1,0 +1,137 @@
+import { z } from "zod";
+import type { SessionPolicy } from "./app/policy.ts";
+
+/**
+ * Configuration from the environment (DESIGN §8). A bad value stops start-up with a message naming the
+ * variable; nothing is read from the environment anywhere else.
+ */
+
+const seconds = (fallback: number) => z.coerce.number().int().min(0).default(fallback);
+const positiveSeconds = (fallback: number) => z.coerce.number().int().min(1).default(fallback);
+const flag = z
+  .enum(["true", "false", "1", "0", "yes", "no", ""])
+  .default("false")
+  .transform((value) => value === "true" || value === "1" || value === "yes");
+const optionalText = z
+  .string()
+  .optional()
+  .transform((value) => (value === undefined || value.trim() === "" ? undefined : value.trim()));
+
+const environmentSchema = z.object({
+  HOST: z.string().min(1).default("127.0.0.1"),
+  PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  NATS_URL: optionalText,
+  DATABASE_URL: optionalText,
+  TESSERA_PREFIX: z
+    .string()
+    .regex(/^[a-zA-Z][a-zA-Z0-9_-]{0,31}$/, "letters, digits, _ or -, starting with a letter, at most 32")
+    .default("tessera"),
+  TESSERA_ADMIN_KEY: optionalText.pipe(z.string().min(16, "must be at least 16 characters").optional()),
+  TESSERA_SESSION_TTL_SECONDS: positiveSeconds(3600),
+  TESSERA_MAX_LIFETIME_SECONDS: positiveSeconds(2_592_000),
+  TESSERA_IDLE_TIMEOUT_SECONDS: seconds(0),
+  TESSERA_MCP_IDLE_TIMEOUT_SECONDS: seconds(1800),
+  TESSERA_TOUCH_INTERVAL_SECONDS: positiveSeconds(60),
+  TESSERA_MAX_SESSIONS_PER_USER: seconds(0),
+  TESSERA_SESSION_LIMIT_POLICY: z.enum(["reject", "evict_oldest"]).default("reject"),
+  TESSERA_BINDING: z.enum(["off", "ua", "ip", "ip+ua"]).default("off"),
+  TESSERA_RETENTION_SECONDS: seconds(30 * 24 * 3600),
+  TESSERA_ACCESS_TOKEN_TTL_SECONDS: positiveSeconds(900),
+  TESSERA_JWT_PRIVATE_KEY: optionalText,
+  TESSERA_IDEMPOTENCY_SECRET: optionalText,
+  TESSERA_NATS_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
+  TESSERA_MULTIUSER: flag,
+  TESSERA_TLS_CERT_FILE: optionalText,
+  TESSERA_TLS_KEY_FILE: optionalText,
+  TESSERA_TLS_CA_FILE: optionalText,
+  TESSERA_BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).max(10_485_760).default(65_536),
+  TESSERA_INSTANCE_ID: optionalText,
+  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+});
+
+export type Environment = z.infer<typeof environmentSchema>;
+
+export type Config = {
+  host: string;
+  port: number;
+  mode: "embedded" | "distributed";
+  natsUrl: string | undefined;
+  databaseUrl: string | undefined;
+  prefix: string;
+  adminKey: string | undefined;
+  policy: SessionPolicy;
+  accessTokenTtlSeconds: number;
+  jwtPrivateKey: string | undefined;
+  idempotencySecret: string | undefined;
+  natsReplicas: number;
+  multiUser: boolean;
+  tls: { certFile: string; keyFile: string; caFile: string | undefined } | undefined;
+  bodyLimitBytes: number;
+  instanceId: string | undefined;
+  logLevel: Environment["LOG_LEVEL"];
+};
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    this.name = "ConfigError";
+  }
+}
+
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const parsed = environmentSchema.safeParse(env);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((issue) => `${issue.path.join(".")}: ${issue.message}`));
+  }
+  const e = parsed.data;
+  const problems: string[] = [];
+  if ((e.NATS_URL === undefined) !== (e.DATABASE_URL === undefined)) {
+    problems.push(
+      "NATS_URL and DATABASE_URL: set both for distributed mode, or neither for embedded mode (one alone is ambiguous)",
+    );
+  }
+  if ((e.TESSERA_TLS_CERT_FILE === undefined) !== (e.TESSERA_TLS_KEY_FILE === undefined)) {
+    problems.push("TESSERA_TLS_CERT_FILE and TESSERA_TLS_KEY_FILE: give both or neither");
+  }
+  if (e.TESSERA_SESSION_TTL_SECONDS > e.TESSERA_MAX_LIFETIME_SECONDS) {
+    problems.push("TESSERA_SESSION_TTL_SECONDS: must not exceed TESSERA_MAX_LIFETIME_SECONDS");
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  const distributed = e.NATS_URL !== undefined;
+  return {
+    host: e.HOST,
+    port: e.PORT,
+    mode: distributed ? "distributed" : "embedded",
+    natsUrl: e.NATS_URL,
+    databaseUrl: e.DATABASE_URL,
+    prefix: e.TESSERA_PREFIX,
+    adminKey: e.TESSERA_ADMIN_KEY,
+    policy: {
+      defaultTtlSeconds: e.TESSERA_SESSION_TTL_SECONDS,
+      maxLifetimeSeconds: e.TESSERA_MAX_LIFETIME_SECONDS,
+      idleTimeoutSeconds: e.TESSERA_IDLE_TIMEOUT_SECONDS,
+      mcpIdleTimeoutSeconds: e.TESSERA_MCP_IDLE_TIMEOUT_SECONDS,
+      touchIntervalSeconds: e.TESSERA_TOUCH_INTERVAL_SECONDS,
+      maxSessionsPerUser: e.TESSERA_MAX_SESSIONS_PER_USER,
+      limitPolicy: e.TESSERA_SESSION_LIMIT_POLICY,
+      binding: e.TESSERA_BINDING,
+      retentionSeconds: e.TESSERA_RETENTION_SECONDS,
+    },
+    accessTokenTtlSeconds: e.TESSERA_ACCESS_TOKEN_TTL_SECONDS,
+    jwtPrivateKey: e.TESSERA_JWT_PRIVATE_KEY,
+    idempotencySecret: e.TESSERA_IDEMPOTENCY_SECRET,
+    natsReplicas: e.TESSERA_NATS_REPLICAS,
+    multiUser: e.TESSERA_MULTIUSER,
+    tls:
+      e.TESSERA_TLS_CERT_FILE && e.TESSERA_TLS_KEY_FILE
+        ? {
+            certFile: e.TESSERA_TLS_CERT_FILE,
+            keyFile: e.TESSERA_TLS_KEY_FILE,
+            caFile: e.TESSERA_TLS_CA_FILE,
+          }
+        : undefined,
+    bodyLimitBytes: e.TESSERA_BODY_LIMIT_BYTES,
+    instanceId: e.TESSERA_INSTANCE_ID,
+    logLevel: e.LOG_LEVEL,
+  };
+}

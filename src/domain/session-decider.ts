@@ -1,0 +1,240 @@
+import { invalidCommand, invalidGrant, sessionEnded, sessionExists, sessionNotFound } from "./errors.ts";
+import type { SessionEvent, SessionExpired } from "./events.ts";
+import type { SessionCommand } from "./session-commands.ts";
+import { type ActiveSession, isEnded, overdueCause, type SessionState } from "./session-state.ts";
+import { hashesEqual } from "./tokens.ts";
+
+/**
+ * decide(command, state) → the events the command causes (zero or one; the log has no atomic batches).
+ *
+ * Rules that hold for every command:
+ * - On an ended session nothing happens: commands that can be no-ops are no-ops, the rest throw.
+ * - A session whose deadline has passed is treated as what it is, expired: a command that would act on it
+ *   records `SessionExpired` instead, so the log never says a dead session was renewed or touched.
+ */
+export function decide(command: SessionCommand, state: SessionState): SessionEvent[] {
+  if (command.type === "CreateSession") return decideCreate(command, state);
+  if (state.status === "none") {
+    // Expiry is driven by the scheduler from possibly stale lists; an unknown id is nothing to do.
+    if (command.type === "ExpireSession") return [];
+    throw sessionNotFound("unknown");
+  }
+  if (isEnded(state)) return decideOnEnded(command, state);
+  const overdue = overdueCause(state, command.now);
+  if (overdue !== undefined) return [expiredEvent(state, overdue, command.now, tickOf(command))];
+
+  switch (command.type) {
+    case "RenewSession": {
+      requirePositive(command.data.ttlSeconds, "ttl_seconds");
+      const expiresAt = Math.min(command.now + command.data.ttlSeconds * 1000, state.maxExpiresAt);
+      // Renewal extends (DESIGN §6): a ttl shorter than what is left, e.g. the default filled in by an
+      // edge, must not cut a longer session short.
+      if (expiresAt <= state.expiresAt) return [];
+      return [
+        {
+          type: "SessionRenewed",
+          version: 1,
+          data: {
+            sessionId: state.sessionId,
+            previousExpiresAt: iso(state.expiresAt),
+            expiresAt: iso(expiresAt),
+            renewedAt: iso(command.now),
+          },
+        },
+      ];
+    }
+    case "TouchSession": {
+      const interval = effectiveTouchIntervalMs(command.data.touchIntervalSeconds, state.idleTimeoutSeconds);
+      if (command.now - state.lastActivityAt < interval) return [];
+      return [
+        {
+          type: "SessionTouched",
+          version: 1,
+          data: {
+            sessionId: state.sessionId,
+            at: iso(command.now),
+            ipAddress: command.data.ipAddress,
+            userAgent: command.data.userAgent,
+          },
+        },
+      ];
+    }
+    case "RotateRefreshToken":
+      return decideRotate(command.data, command.now, state);
+    case "RecycleSession":
+      return [
+        {
+          type: "SessionRecycled",
+          version: 1,
+          data: {
+            sessionId: state.sessionId,
+            userId: state.userId,
+            reason: command.data.reason,
+            causeEventId: command.data.causeEventId,
+            recycledAt: iso(command.now),
+          },
+        },
+      ];
+    case "InvalidateSession":
+      return [
+        {
+          type: "SessionInvalidated",
+          version: 1,
+          data: {
+            sessionId: state.sessionId,
+            userId: state.userId,
+            reason: command.data.reason,
+            invalidatedAt: iso(command.now),
+          },
+        },
+      ];
+    case "ExpireSession":
+      // Not overdue (checked above): the session was renewed or touched since the scheduler looked.
+      return [];
+    default: {
+      const unreachable: never = command;
+      return unreachable;
+    }
+  }
+}
+
+/**
+ * Touches are coalesced to one per interval. When the idle timeout is shorter than twice the interval,
+ * touching only once per interval would let an active session idle out, so the interval shrinks to half
+ * the idle timeout.
+ */
+export function effectiveTouchIntervalMs(touchIntervalSeconds: number, idleTimeoutSeconds: number): number {
+  const interval = touchIntervalSeconds * 1000;
+  if (idleTimeoutSeconds <= 0) return interval;
+  return Math.min(interval, (idleTimeoutSeconds * 1000) / 2);
+}
+
+function decideCreate(command: Extract<SessionCommand, { type: "CreateSession" }>, state: SessionState) {
+  if (state.status !== "none") throw sessionExists(state.sessionId);
+  const d = command.data;
+  requirePositive(d.ttlSeconds, "ttl_seconds");
+  requirePositive(d.maxLifetimeSeconds, "max_lifetime_seconds");
+  if (!(d.idleTimeoutSeconds >= 0)) throw invalidCommand("idle_timeout_seconds must not be negative");
+  const maxExpiresAt = command.now + d.maxLifetimeSeconds * 1000;
+  const expiresAt = Math.min(command.now + d.ttlSeconds * 1000, maxExpiresAt);
+  const event: SessionEvent = {
+    type: "SessionCreated",
+    version: 1,
+    data: {
+      sessionId: d.sessionId,
+      userId: d.userId,
+      username: d.username,
+      kind: d.kind,
+      roles: d.roles,
+      groups: d.groups,
+      scope: d.scope,
+      tokenHash: d.tokenHash,
+      refreshTokenHash: d.refreshTokenHash,
+      createdAt: iso(command.now),
+      expiresAt: iso(expiresAt),
+      maxExpiresAt: iso(maxExpiresAt),
+      idleTimeoutSeconds: d.idleTimeoutSeconds,
+      client: d.client,
+      ipAddress: d.ipAddress,
+      userAgent: d.userAgent,
+      binding: d.binding,
+      metadata: d.metadata,
+      idpSessionId: d.idpSessionId,
+    },
+  };
+  return [event];
+}
+
+function decideOnEnded(command: SessionCommand, state: Exclude<SessionState, { status: "none" | "active" }>) {
+  switch (command.type) {
+    case "TouchSession":
+    case "RecycleSession":
+    case "InvalidateSession":
+    case "ExpireSession":
+      return [];
+    case "RotateRefreshToken":
+      throw invalidGrant("The session has ended");
+    case "RenewSession":
+    case "CreateSession":
+      throw sessionEnded(state.sessionId, state.status, state.endReason);
+    default: {
+      const unreachable: never = command;
+      return unreachable;
+    }
+  }
+}
+
+function decideRotate(
+  data: { presentedRefreshTokenHash: string; newRefreshTokenHash: string },
+  now: number,
+  state: ActiveSession,
+): SessionEvent[] {
+  const current = state.refreshTokenHash;
+  if (current !== undefined && hashesEqual(current, data.presentedRefreshTokenHash)) {
+    return [
+      {
+        type: "SessionTokensRotated",
+        version: 1,
+        data: {
+          sessionId: state.sessionId,
+          refreshGeneration: state.refreshGeneration + 1,
+          previousRefreshTokenHash: current,
+          refreshTokenHash: data.newRefreshTokenHash,
+          rotatedAt: iso(now),
+        },
+      },
+    ];
+  }
+  const reused = state.supersededRefreshHashes.some((hash) =>
+    hashesEqual(hash, data.presentedRefreshTokenHash),
+  );
+  if (reused) {
+    return [
+      {
+        type: "SessionInvalidated",
+        version: 1,
+        data: {
+          sessionId: state.sessionId,
+          userId: state.userId,
+          reason: "refresh_token_reuse",
+          invalidatedAt: iso(now),
+        },
+      },
+    ];
+  }
+  // Neither current nor superseded: a guess. Ending the session here would let anyone who knows a
+  // (public) session id log its owner out, so nothing is recorded.
+  throw invalidGrant("Unknown refresh token");
+}
+
+function expiredEvent(
+  state: ActiveSession,
+  cause: "absolute" | "idle",
+  now: number,
+  tick: number | undefined,
+): SessionExpired {
+  const deadline =
+    cause === "absolute" ? state.expiresAt : state.lastActivityAt + state.idleTimeoutSeconds * 1000;
+  return {
+    type: "SessionExpired",
+    version: 1,
+    data: {
+      sessionId: state.sessionId,
+      userId: state.userId,
+      cause,
+      deadline: iso(deadline),
+      expiredAt: iso(now),
+      tick,
+    },
+  };
+}
+
+function tickOf(command: SessionCommand): number | undefined {
+  return command.type === "ExpireSession" ? command.data.tick : undefined;
+}
+
+function requirePositive(value: number, name: string) {
+  if (!Number.isFinite(value) || value <= 0) throw invalidCommand(`${name} must be a positive number`);
+}
+
+const iso = (epochMs: number) => new Date(epochMs).toISOString();

@@ -1,0 +1,153 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { createConnection, createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { connectNats } from "../../src/adapters/jetstream/connection.ts";
+import { createJetStreamEventLog } from "../../src/adapters/jetstream/event-log.ts";
+import type { RecordedEvent } from "../../src/domain/events.ts";
+import { sessionStream } from "../../src/domain/events.ts";
+import type { EventLog } from "../../src/domain/ports.ts";
+import {
+  metadata,
+  newSessionId,
+  sessionCreated,
+  sessionTouched,
+  waitUntil,
+} from "../contract/event-fixtures.ts";
+import { uniquePrefix } from "../support/services.ts";
+
+/**
+ * Restarting NATS under a running follower and an in-flight append. This file runs its own nats-server
+ * (same binary, its own port and store directory) so restarting it does not disturb other test files
+ * that share the server on 4222.
+ */
+
+const NATS_SERVER = [
+  process.env.NATS_SERVER_BIN,
+  "/usr/sbin/nats-server",
+  "/usr/local/bin/nats-server",
+  "/usr/bin/nats-server",
+]
+  .filter((path): path is string => path !== undefined)
+  .find((path) => existsSync(path));
+
+let port: number;
+let storeDir: string;
+let server: ChildProcess | undefined;
+let nc: NatsConnection;
+let log: EventLog;
+let publishRetries = 0;
+
+async function freePort(): Promise<number> {
+  const probe = createServer();
+  probe.listen(0, "127.0.0.1");
+  await once(probe, "listening");
+  const address = probe.address();
+  probe.close();
+  if (address === null || typeof address === "string") throw new Error("no port");
+  return address.port;
+}
+
+async function accepting(): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ host: "127.0.0.1", port });
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+async function startServer(): Promise<void> {
+  if (NATS_SERVER === undefined) throw new Error("nats-server binary not found (set NATS_SERVER_BIN)");
+  server = spawn(NATS_SERVER, ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir], {
+    stdio: "ignore",
+  });
+  const deadline = Date.now() + 15_000;
+  while (!(await accepting())) {
+    if (Date.now() > deadline) throw new Error("private nats-server did not start");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+async function stopServer(): Promise<void> {
+  const running = server;
+  server = undefined;
+  if (running === undefined || running.exitCode !== null) return;
+  const exited = once(running, "exit");
+  running.kill("SIGTERM");
+  await exited;
+}
+
+beforeAll(async () => {
+  port = await freePort();
+  storeDir = await mkdtemp(join(tmpdir(), "tessera-nats-"));
+  await startServer();
+  nc = await connectNats(`nats://127.0.0.1:${port}`, "event-log-restart-test", { reconnectTimeWait: 200 });
+  log = await createJetStreamEventLog({
+    nc,
+    prefix: uniquePrefix("rst"),
+    publishTimeoutMs: 500,
+    publishAttempts: 60,
+    onPublishRetry: () => {
+      publishRetries++;
+    },
+  });
+});
+
+afterAll(async () => {
+  await log?.close();
+  await nc?.close();
+  await stopServer();
+  if (storeDir) await rm(storeDir, { recursive: true, force: true });
+});
+
+describe("JetStream event log across a NATS restart", () => {
+  it("keeps following and completes an append issued while the server was down", async () => {
+    const sessionId = newSessionId();
+    const stream = sessionStream(sessionId);
+    await log.append(stream, sessionCreated(sessionId), metadata(), { expectedVersion: 0, messageId: "r1" });
+    await log.append(stream, sessionTouched(sessionId, 1), metadata(), {
+      expectedVersion: 1,
+      messageId: "r2",
+    });
+
+    const seen: RecordedEvent[] = [];
+    const follower = log.follow({ from: 1, batchSize: 10 }, async (batch) => {
+      seen.push(...batch);
+    });
+    let settled = false;
+    follower.done.finally(() => {
+      settled = true;
+    });
+    await waitUntil(() => seen.length === 2, 10_000, "the backlog");
+
+    await stopServer();
+    // Issued while nothing listens: the client buffers it, the publish times out and is retried.
+    const pending = log.append(stream, sessionTouched(sessionId, 2), metadata(), {
+      expectedVersion: 2,
+      messageId: "r3",
+    });
+    await waitUntil(() => publishRetries >= 1, 10_000, "a publish retry");
+    await startServer();
+    // The buffered first attempt may land too; the shared msg id keeps it to one event either way.
+    expect((await pending).position).toBe(3);
+    await log.append(stream, sessionTouched(sessionId, 3), metadata(), {
+      expectedVersion: 3,
+      messageId: "r4",
+    });
+
+    await waitUntil(() => seen.length === 4, 30_000, "events after the restart");
+    expect(seen.map((e) => e.position)).toEqual([1, 2, 3, 4]);
+    expect(settled).toBe(false);
+    expect((await log.readStream(stream)).version).toBe(4);
+    await follower.stop();
+    expect(settled).toBe(true);
+  }, 60_000);
+});

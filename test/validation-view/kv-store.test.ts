@@ -1,0 +1,236 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { Kvm } from "@nats-io/kv";
+import { type NatsConnection, connect as natsConnect } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { attachReplica, createValidationReplica } from "../../src/adapters/memory/validation-replica.ts";
+import {
+  createKvValidationStore,
+  validationBucketName,
+} from "../../src/adapters/nats-kv/validation-store.ts";
+import type { ValidationEntry } from "../../src/projections/validation-entry.ts";
+import { connectNats, removeNatsPrefix, uniquePrefix } from "../support/services.ts";
+import { eventually, sessionEntry, userEntry } from "./fixtures.ts";
+
+const prefix = uniquePrefix("vvk");
+let nc: NatsConnection;
+let peerNc: NatsConnection;
+
+beforeAll(async () => {
+  nc = await connectNats();
+  peerNc = await connectNats();
+});
+
+afterAll(async () => {
+  await removeNatsPrefix(nc, prefix);
+  await peerNc?.close();
+  await nc?.close();
+});
+
+describe("NATS KV validation store", () => {
+  it("creates its bucket with history 1 on file storage, and reopens it", async () => {
+    const storePrefix = `${prefix}cfg`;
+    const store = await createKvValidationStore({ nc, prefix: storePrefix });
+    const entry = sessionEntry();
+    await store.putSession(entry);
+    const status = await (await new Kvm(nc).open(validationBucketName(storePrefix))).status();
+    expect(status.history).toBe(1);
+    expect(status.storage).toBe("file");
+    const reopened = await createKvValidationStore({ nc: peerNc, prefix: storePrefix });
+    expect(await reopened.getSession(entry.sessionId)).toEqual(entry);
+  });
+
+  it("watch ignores checkpoints, deletes and unreadable values; reads treat them as missing", async () => {
+    const storePrefix = `${prefix}del`;
+    const store = await createKvValidationStore({ nc, prefix: storePrefix });
+    const kv = await new Kvm(nc).open(validationBucketName(storePrefix));
+    const deleted = sessionEntry();
+    await store.putSession(deleted);
+
+    const delivered: string[] = [];
+    const watch = await store.watch({
+      onSession: (entry) => delivered.push(`s:${entry.sessionId}:${entry.position}`),
+      onUser: (entry) => delivered.push(`u:${entry.userId}:${entry.position}`),
+    });
+    try {
+      expect(delivered).toEqual([`s:${deleted.sessionId}:1`]);
+      await kv.delete(`s.${deleted.sessionId}`);
+      await store.setCheckpoint("validation", 9);
+      const garbled = sessionEntry();
+      await kv.put(`s.${garbled.sessionId}`, "{not json");
+      // The watch is ordered: once this arrives, everything written before it has been seen or skipped.
+      const marker = userEntry({ userId: "marker", position: 2 });
+      await store.putUser(marker);
+      expect(await eventually(() => delivered.length >= 2)).toBe(true);
+      expect(delivered).toEqual([`s:${deleted.sessionId}:1`, "u:marker:2"]);
+
+      expect(await store.getSession(deleted.sessionId)).toBeUndefined();
+      expect(await store.getSession(garbled.sessionId)).toBeUndefined();
+      expect(await store.getSession("not a valid key*")).toBeUndefined();
+      // A correct entry replaces an unreadable one, and a deleted key can be written again.
+      await store.putSession(garbled);
+      await store.putSession({ ...deleted, position: 3 });
+      expect(await store.getSession(garbled.sessionId)).toEqual(garbled);
+      expect((await store.getSession(deleted.sessionId))?.position).toBe(3);
+    } finally {
+      await watch.stop();
+    }
+  });
+
+  it("a putSession on one connection reaches a replica attached via another within 200 ms", async () => {
+    const storePrefix = `${prefix}lat`;
+    const writer = await createKvValidationStore({ nc, prefix: storePrefix });
+    const reader = await createKvValidationStore({ nc: peerNc, prefix: storePrefix });
+    const replica = createValidationReplica();
+    const attached = await attachReplica(reader, replica);
+    try {
+      const samples: number[] = [];
+      for (let i = 0; i < 25; i++) {
+        const entry = sessionEntry({ position: i + 1 });
+        const started = performance.now();
+        const arrived = replica.waitForSession(entry.sessionId, entry.position, 2_000);
+        await writer.putSession(entry);
+        expect(await arrived).toBe(true);
+        samples.push(performance.now() - started);
+        expect(replica.getSession(entry.sessionId)).toEqual(entry);
+      }
+      samples.sort((a, b) => a - b);
+      const p50 = samples[Math.floor(samples.length / 2)] ?? Number.NaN;
+      const p90 = samples[Math.floor(samples.length * 0.9)] ?? Number.NaN;
+      const max = samples.at(-1) ?? Number.NaN;
+      console.log(
+        `KV put -> replica on another connection: p50 ${p50.toFixed(2)} ms, p90 ${p90.toFixed(2)} ms, max ${max.toFixed(2)} ms`,
+      );
+      expect(p50).toBeLessThan(200);
+      expect(p90).toBeLessThan(200);
+    } finally {
+      await attached.stop();
+    }
+  });
+});
+
+describe("NATS KV validation watch across a server restart", () => {
+  let server: PrivateNats;
+  let writerNc: NatsConnection;
+  let watcherNc: NatsConnection;
+
+  beforeAll(async () => {
+    server = await startPrivateNats();
+    writerNc = await server.connect();
+    watcherNc = await server.connect();
+  });
+
+  afterAll(async () => {
+    await writerNc?.close();
+    await watcherNc?.close();
+    await server?.destroy();
+  });
+
+  it("keeps delivering to the replica after NATS restarts", async () => {
+    const writer = await createKvValidationStore({ nc: writerNc, prefix: "restart" });
+    const reader = await createKvValidationStore({ nc: watcherNc, prefix: "restart" });
+    const replica = createValidationReplica();
+    const first = sessionEntry({ position: 1 });
+    await writer.putSession(first);
+    const attached = await attachReplica(reader, replica);
+    try {
+      expect(replica.getSession(first.sessionId)).toEqual(first);
+      const reconnected = (async () => {
+        for await (const status of watcherNc.status()) if (status.type === "reconnect") return true;
+        return false;
+      })();
+
+      await server.restart();
+
+      const second = sessionEntry({ position: 2 });
+      const updated: ValidationEntry = { ...first, position: 3, status: "invalidated", endReason: "logout" };
+      // The writer's connection needs a moment to come back; retry until the server takes the write.
+      const wrote = await eventually(async () => {
+        try {
+          await writer.putSession(second);
+          await writer.putSession(updated);
+          return true;
+        } catch {
+          return false;
+        }
+      }, 15_000);
+      expect(wrote).toBe(true);
+      expect(await replica.waitForSession(second.sessionId, 2, 15_000)).toBe(true);
+      expect(await replica.waitForSession(first.sessionId, 3, 15_000)).toBe(true);
+      expect(replica.getSession(first.sessionId)?.status).toBe("invalidated");
+      // Proves the watcher's connection really went through the restart.
+      expect(await reconnected).toBe(true);
+    } finally {
+      await attached.stop();
+    }
+  }, 40_000);
+});
+
+type PrivateNats = { connect(): Promise<NatsConnection>; restart(): Promise<void>; destroy(): Promise<void> };
+
+/** A NATS server of our own (same binary as the shared one), so restarting it disturbs no other test. */
+async function startPrivateNats(): Promise<PrivateNats> {
+  const port = await freePort();
+  const dir = await mkdtemp(join(tmpdir(), "tessera-nats-"));
+  let child: ChildProcess | undefined;
+
+  const start = async () => {
+    child = spawn("/usr/sbin/nats-server", ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", dir], {
+      stdio: "ignore",
+    });
+    const ready = await eventually(async () => {
+      try {
+        const probe = await natsConnect({ servers: `nats://127.0.0.1:${port}`, timeout: 500 });
+        await probe.close();
+        return true;
+      } catch {
+        return false;
+      }
+    }, 10_000);
+    if (!ready) throw new Error("private nats-server did not start");
+  };
+
+  const stop = async () => {
+    const running = child;
+    if (!running || running.exitCode !== null) return;
+    const exited = new Promise((resolve) => running.once("exit", resolve));
+    running.kill("SIGTERM");
+    await exited;
+  };
+
+  await start();
+  return {
+    connect: () =>
+      natsConnect({
+        servers: `nats://127.0.0.1:${port}`,
+        noAsyncTraces: true,
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 100,
+      }),
+    async restart() {
+      await stop();
+      await start();
+    },
+    async destroy() {
+      await stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const address = probe.address();
+      probe.close(() =>
+        typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port")),
+      );
+    });
+  });
+}
