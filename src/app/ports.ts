@@ -101,3 +101,34 @@ export interface SessionReadModel {
   /** The log position the read model has applied up to. */
   checkpoint(): Promise<number>;
 }
+
+/** A user as the directory knows them. The password hash never leaves the directory adapter. */
+export type UserRecord = {
+  id: string;
+  username: string;
+  roles: string[];
+  groups: string[];
+  disabled: boolean;
+  createdAt: Date;
+  updatedAt: Date;
+};
+
+/**
+ * The user directory (Postgres, or PGlite in embedded mode). Passwords are argon2id hashes; verification
+ * takes about the same time whether or not the username exists.
+ */
+export interface UserDirectory {
+  verifyCredentials(username: string, password: string): Promise<UserRecord | undefined>;
+  findById(id: string): Promise<UserRecord | undefined>;
+  findByUsername(username: string): Promise<UserRecord | undefined>;
+  create(input: {
+    username: string;
+    password: string;
+    roles: string[];
+    groups: string[];
+    id?: string;
+  }): Promise<UserRecord>;
+  setPassword(id: string, password: string): Promise<UserRecord>;
+  setClaims(id: string, claims: { roles: string[]; groups: string[] }): Promise<UserRecord>;
+  setDisabled(id: string, disabled: boolean): Promise<UserRecord>;
+}
