@@ -13,6 +13,7 @@ import { createInMemoryEventLog } from "./adapters/memory/event-log.ts";
 import { createInMemoryLeaseManager } from "./adapters/memory/lease-manager.ts";
 import { attachReplica, createValidationReplica } from "./adapters/memory/validation-replica.ts";
 import { createInMemoryValidationStore } from "./adapters/memory/validation-store.ts";
+import { createPrometheusMetrics } from "./adapters/metrics/prometheus.ts";
 import { createKvLeaseManager } from "./adapters/nats-kv/lease-manager.ts";
 import { createKvValidationStore } from "./adapters/nats-kv/validation-store.ts";
 import { type DatabaseHandle, openDatabase } from "./adapters/postgres/database.ts";
@@ -74,6 +75,7 @@ export async function createTessera(config: Config, overrides: TesseraOverrides 
     closers.push(() => attached.stop());
 
     const readModel = createSessionReadModel(database.db);
+    const metrics = createPrometheusMetrics({ log, replica, readModel, clock });
     const service = createSessionService({
       log,
       clock,
@@ -83,6 +85,7 @@ export async function createTessera(config: Config, overrides: TesseraOverrides 
       replica,
       readModel,
       idempotencySecret: config.idempotencySecret ?? randomBytes(32).toString("base64url"),
+      observer: metrics.observer,
     });
     // Lists served right after a restart should include what the previous run wrote.
     service.observe(await log.lastPosition());
@@ -93,6 +96,7 @@ export async function createTessera(config: Config, overrides: TesseraOverrides 
     }
 
     const validator = createValidator({
+      onOutcome: metrics.validationOutcome,
       replica,
       store,
       foldSession: (sessionId) => service.fold(sessionId),
@@ -135,6 +139,7 @@ export async function createTessera(config: Config, overrides: TesseraOverrides 
         bodyLimitBytes: config.bodyLimitBytes,
         logLevel: config.logLevel,
         readiness: () => readiness({ nc, database, readModel, log }),
+        plugins: [metrics.plugin],
       },
       { https: tlsOptions(config) },
     );

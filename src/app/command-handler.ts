@@ -43,6 +43,12 @@ export type HandleResult<State> = {
 
 type Cached<State> = { state: State; version: number };
 
+/** Told about appends and version conflicts, for metrics. */
+export type CommandObserver = {
+  appended(eventType: DomainEvent["type"]): void;
+  conflict(category: StreamName["category"]): void;
+};
+
 const streamKey = (stream: StreamName) => `${stream.category}:${stream.id}`;
 
 /**
@@ -64,6 +70,7 @@ export function createCommandHandler<
   decider: Decider<State, Command, Event>;
   maxAttempts?: number;
   cacheSize?: number;
+  observer?: CommandObserver | undefined;
 }) {
   const { log, clock, ids, decider } = deps;
   const maxAttempts = deps.maxAttempts ?? 20;
@@ -116,6 +123,7 @@ export function createCommandHandler<
           version = result.position;
           state = decider.evolve(state, event);
           appended.push({ ...event, metadata, stream, position: result.position } as RecordedEvent);
+          deps.observer?.appended(event.type);
         }
         remember(key, { state, version });
         return { state, version, appended, duplicate: false, originalStream: undefined };
@@ -124,6 +132,7 @@ export function createCommandHandler<
           cache.delete(key);
           throw error;
         }
+        deps.observer?.conflict(stream.category);
         current = await load(stream);
         await backoff(attempt);
       }

@@ -26,7 +26,7 @@ import {
   type UserState,
 } from "../domain/user-decider.ts";
 import { validationEntryFromState } from "../projections/validation-entry.ts";
-import { type CommandContext, createCommandHandler } from "./command-handler.ts";
+import { type CommandContext, type CommandObserver, createCommandHandler } from "./command-handler.ts";
 import type { SessionPolicy } from "./policy.ts";
 import type { SessionReadModel, ValidationReplica } from "./ports.ts";
 
@@ -68,6 +68,7 @@ export type SessionServiceDeps = {
   readModel: SessionReadModel;
   /** Keys idempotent token derivation; never leaves the process. */
   idempotencySecret: string;
+  observer?: CommandObserver | undefined;
 };
 
 /**
@@ -81,12 +82,14 @@ export function createSessionService(deps: SessionServiceDeps) {
     clock,
     ids,
     decider: { decide, evolve, initialState: initialSessionState },
+    observer: deps.observer,
   });
   const users = createCommandHandler<UserState, UserCommand, UserEvent>({
     log,
     clock,
     ids,
     decider: { decide: decideUser, evolve: evolveUser, initialState: initialUserState },
+    observer: deps.observer,
   });
   let lastPosition = 0;
 

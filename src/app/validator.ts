@@ -30,6 +30,8 @@ export type ValidatorDeps = {
   maxLifetimeSeconds: number;
   /** Called (at most once per touch interval per session on this instance) when a touch is due. */
   onTouchDue?: (entry: ValidationEntry, facts: RequestFacts) => void;
+  /** Told the outcome of every validation through `validate` (for metrics). */
+  onOutcome?: (outcome: "valid" | InvalidReason) => void;
 };
 
 const CLOCK_SKEW_MS = 5 * 60_000;
@@ -112,20 +114,26 @@ export function createValidator(deps: ValidatorDeps) {
     },
 
     async validate(token: string, facts: RequestFacts = {}): Promise<ValidationOutcome> {
-      const parsed = parseToken(token, "session");
-      if (!parsed) return { valid: false, reason: "malformed" };
-      const now = clock.now();
-      const secretHash = hash("sha256", parsed.secret, "base64url");
-      let entry = replica.getSession(parsed.sessionId);
-      if (!entry) {
-        if (!plausibleId(parsed.sessionId, now)) return { valid: false, reason: "not_found" };
-        entry = (await deps.store.getSession(parsed.sessionId)) ?? (await deps.foldSession(parsed.sessionId));
-        if (!entry) return { valid: false, reason: "not_found" };
-        replica.offerSession(entry);
-      }
-      return judge(entry, secretHash, facts, now);
+      const outcome = await validateAsync(token, facts);
+      deps.onOutcome?.(outcome.valid ? "valid" : outcome.reason);
+      return outcome;
     },
   };
+
+  async function validateAsync(token: string, facts: RequestFacts): Promise<ValidationOutcome> {
+    const parsed = parseToken(token, "session");
+    if (!parsed) return { valid: false, reason: "malformed" };
+    const now = clock.now();
+    const secretHash = hash("sha256", parsed.secret, "base64url");
+    let entry = replica.getSession(parsed.sessionId);
+    if (!entry) {
+      if (!plausibleId(parsed.sessionId, now)) return { valid: false, reason: "not_found" };
+      entry = (await deps.store.getSession(parsed.sessionId)) ?? (await deps.foldSession(parsed.sessionId));
+      if (!entry) return { valid: false, reason: "not_found" };
+      replica.offerSession(entry);
+    }
+    return judge(entry, secretHash, facts, now);
+  }
 }
 
 export type Validator = ReturnType<typeof createValidator>;

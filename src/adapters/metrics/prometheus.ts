@@ -1,0 +1,97 @@
+import type { FastifyInstance } from "fastify";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { CommandObserver } from "../../app/command-handler.ts";
+import type { SessionReadModel, ValidationReplica } from "../../app/ports.ts";
+import type { Clock, EventLog } from "../../domain/ports.ts";
+
+export type MetricsDeps = {
+  log: EventLog;
+  replica: ValidationReplica;
+  readModel: SessionReadModel;
+  clock: Clock;
+};
+
+/**
+ * Prometheus metrics (DESIGN §9). Labels are closed sets — event types, outcomes, route patterns — and
+ * never carry tokens, session ids or user ids.
+ */
+export function createPrometheusMetrics(deps: MetricsDeps) {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "tessera_process_" });
+
+  const eventsAppended = new Counter({
+    name: "tessera_events_appended_total",
+    help: "Events appended to the log by this instance, by type",
+    labelNames: ["type"] as const,
+    registers: [registry],
+  });
+  const conflicts = new Counter({
+    name: "tessera_command_conflicts_total",
+    help: "Optimistic-concurrency conflicts that made a command re-read and retry",
+    labelNames: ["stream"] as const,
+    registers: [registry],
+  });
+  const validations = new Counter({
+    name: "tessera_validations_total",
+    help: "Token validations by outcome",
+    labelNames: ["outcome"] as const,
+    registers: [registry],
+  });
+  const httpDuration = new Histogram({
+    name: "tessera_http_request_duration_seconds",
+    help: "HTTP request latency by route pattern and status class",
+    labelNames: ["method", "route", "status"] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
+    registers: [registry],
+  });
+  new Gauge({
+    name: "tessera_validation_view_sessions",
+    help: "Sessions held in this instance's in-memory validation view",
+    registers: [registry],
+    collect() {
+      this.set(deps.replica.size);
+    },
+  });
+  new Gauge({
+    name: "tessera_active_sessions",
+    help: "Active sessions according to the read model",
+    registers: [registry],
+    async collect() {
+      this.set((await deps.readModel.stats(undefined, deps.clock.now())).active);
+    },
+  });
+  new Gauge({
+    name: "tessera_projection_lag_events",
+    help: "Events in the log not yet applied to the sessions read model",
+    registers: [registry],
+    async collect() {
+      const [last, checkpoint] = await Promise.all([deps.log.lastPosition(), deps.readModel.checkpoint()]);
+      this.set(Math.max(0, last - checkpoint));
+    },
+  });
+
+  const observer: CommandObserver = {
+    appended: (type) => eventsAppended.inc({ type }),
+    conflict: (stream) => conflicts.inc({ stream }),
+  };
+
+  return {
+    registry,
+    observer,
+    validationOutcome: (outcome: string) => validations.inc({ outcome }),
+    /** Registers GET /metrics and the latency hook on the HTTP app. */
+    plugin(app: FastifyInstance) {
+      app.addHook("onResponse", async (request, reply) => {
+        const route = request.routeOptions.url ?? "unmatched";
+        httpDuration.observe(
+          { method: request.method, route, status: `${Math.floor(reply.statusCode / 100)}xx` },
+          reply.elapsedTime / 1000,
+        );
+      });
+      app.get("/metrics", { schema: { hide: true } }, async (_request, reply) => {
+        reply.type(registry.contentType);
+        return registry.metrics();
+      });
+    },
+  };
+}
