@@ -1,3 +1,4 @@
+import { startTelemetry } from "./adapters/otel/sdk.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 import { createTessera } from "./main.ts";
 
@@ -42,6 +43,7 @@ async function serve(): Promise<number> {
       "TESSERA_MULTIUSER=true requires TLS: set TESSERA_TLS_CERT_FILE and TESSERA_TLS_KEY_FILE (plain HTTP is only for local single-user use)",
     ]);
   }
+  const stopTelemetry = startTelemetry();
   const tessera = await createTessera(config);
   if (!config.tls)
     tessera.logger.warn(
@@ -56,5 +58,6 @@ async function serve(): Promise<number> {
   });
   tessera.logger.info("shutting down");
   await tessera.close();
+  await stopTelemetry?.();
   return 0;
 }

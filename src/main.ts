@@ -16,6 +16,7 @@ import { createInMemoryValidationStore } from "./adapters/memory/validation-stor
 import { createPrometheusMetrics } from "./adapters/metrics/prometheus.ts";
 import { createKvLeaseManager } from "./adapters/nats-kv/lease-manager.ts";
 import { createKvValidationStore } from "./adapters/nats-kv/validation-store.ts";
+import { httpTracingPlugin } from "./adapters/otel/http-tracing.ts";
 import { type DatabaseHandle, openDatabase } from "./adapters/postgres/database.ts";
 import { createSessionProjection } from "./adapters/postgres/session-projection.ts";
 import { createSessionReadModel } from "./adapters/postgres/session-read-model.ts";
@@ -139,7 +140,7 @@ export async function createTessera(config: Config, overrides: TesseraOverrides 
         bodyLimitBytes: config.bodyLimitBytes,
         logLevel: config.logLevel,
         readiness: () => readiness({ nc, database, readModel, log }),
-        plugins: [metrics.plugin],
+        plugins: [metrics.plugin, httpTracingPlugin],
       },
       { https: tlsOptions(config) },
     );

@@ -9,6 +9,7 @@ import type {
 } from "../domain/events.ts";
 import { type Clock, type EventLog, type IdGenerator, VersionConflictError } from "../domain/ports.ts";
 import { createKeyedMutex } from "./keyed-mutex.ts";
+import { inSpan } from "./tracing.ts";
 
 /** Who asked, from where, and under which id: becomes the events' metadata. */
 export type CommandContext = {
@@ -173,7 +174,18 @@ export function createCommandHandler<
       buildCommand: (now: number, state: State) => Command,
       context: CommandContext,
     ): Promise<HandleResult<State>> {
-      return mutex.run(streamKey(stream), () => handleUnlocked(stream, buildCommand, context));
+      return inSpan(
+        `command ${stream.category}`,
+        context.traceparent,
+        { "tessera.stream.category": stream.category, "tessera.source": context.source },
+        (traceparent, span) =>
+          mutex.run(streamKey(stream), async () => {
+            const result = await handleUnlocked(stream, buildCommand, { ...context, traceparent });
+            span.setAttribute("tessera.events_appended", result.appended.length);
+            span.setAttribute("tessera.duplicate", result.duplicate);
+            return result;
+          }),
+      );
     },
     /**
      * State of a stream. The cache answers when it is known to be at least `atLeastVersion` (e.g. the

@@ -1,3 +1,4 @@
+import { linkFromTraceparent, tracer } from "../app/tracing.ts";
 import type { RecordedEvent } from "../domain/events.ts";
 import type { EventLog, Follower } from "../domain/ports.ts";
 
@@ -39,6 +40,20 @@ export type RunProjectionOptions = {
 };
 
 const DEFAULT_BATCH_SIZE = 500;
+const MAX_LINKS = 32;
+
+/** One span per applied batch, linked to the traces of (up to 32 of) the events it applied. */
+function applyTraced(target: ProjectionTarget, batch: RecordedEvent[]) {
+  const links = batch
+    .slice(0, MAX_LINKS)
+    .map((event) => linkFromTraceparent(event.traceparent))
+    .filter((link) => link !== undefined);
+  const span = tracer.startSpan(`projection ${target.name}`, {
+    links,
+    attributes: { "tessera.projection": target.name, "tessera.batch_size": batch.length },
+  });
+  return target.applyBatch(batch).finally(() => span.end());
+}
 const DEFAULT_BACKOFF = { min: 100, max: 5_000 };
 
 /**
@@ -59,7 +74,7 @@ export async function runProjection(options: RunProjectionOptions): Promise<void
       const from = (await target.checkpoint()) + 1;
       if (signal.aborted) return;
       follower = log.follow({ from, batchSize }, async (batch) => {
-        await target.applyBatch(batch);
+        await applyTraced(target, batch);
         delay = backoff.min;
       });
       const outcome = await untilAborted(follower.done, signal);

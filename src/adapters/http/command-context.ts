@@ -3,6 +3,7 @@ import type { FastifyRequest } from "fastify";
 import type { Principal } from "../../app/access.ts";
 import type { CommandContext } from "../../app/command-handler.ts";
 import type { IdGenerator } from "../../domain/ports.ts";
+import { requestTraceparent } from "../otel/http-tracing.ts";
 import { HttpProblem } from "./problem.ts";
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
@@ -39,7 +40,6 @@ export function commandContext(
           .update(`${principalKey(principal)}\u0000${operation}\u0000${key}`)
           .digest("base64url")}`;
   const userAgent = request.headers["user-agent"];
-  const traceparent = request.headers.traceparent;
   return {
     commandId,
     correlationId: request.id,
@@ -47,6 +47,6 @@ export function commandContext(
     source: "rest",
     ip: request.ip,
     userAgent: typeof userAgent === "string" ? userAgent : undefined,
-    traceparent: typeof traceparent === "string" ? traceparent : undefined,
+    traceparent: requestTraceparent(request),
   };
 }
