@@ -1,0 +1,54 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig } from "../src/config.ts";
+
+function problemsOf(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    if (error instanceof ConfigError) return error.problems;
+    throw error;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+describe("configuration from the environment", () => {
+  it("defaults to embedded mode with the design's defaults", () => {
+    const config = loadConfig({});
+    expect(config).toMatchObject({ mode: "embedded", host: "127.0.0.1", port: 8080, prefix: "tessera" });
+    expect(config.policy).toMatchObject({
+      defaultTtlSeconds: 3600,
+      maxLifetimeSeconds: 2_592_000,
+      idleTimeoutSeconds: 0,
+      mcpIdleTimeoutSeconds: 1800,
+      touchIntervalSeconds: 60,
+      binding: "off",
+      limitPolicy: "reject",
+    });
+  });
+
+  it("runs distributed when both NATS_URL and DATABASE_URL are set", () => {
+    const config = loadConfig({
+      NATS_URL: "nats://127.0.0.1:4222",
+      DATABASE_URL: "postgres://x@127.0.0.1/db",
+    });
+    expect(config.mode).toBe("distributed");
+  });
+
+  it.each([
+    [{ PORT: "eighty" }, "PORT"],
+    [{ PORT: "70000" }, "PORT"],
+    [{ TESSERA_BINDING: "mac" }, "TESSERA_BINDING"],
+    [{ TESSERA_SESSION_TTL_SECONDS: "0" }, "TESSERA_SESSION_TTL_SECONDS"],
+    [{ TESSERA_PREFIX: "has.dots" }, "TESSERA_PREFIX"],
+    [{ TESSERA_ADMIN_KEY: "short" }, "TESSERA_ADMIN_KEY"],
+    [{ NATS_URL: "nats://127.0.0.1:4222" }, "DATABASE_URL"],
+    [{ TESSERA_TLS_CERT_FILE: "/tmp/cert.pem" }, "TESSERA_TLS_KEY_FILE"],
+    [
+      { TESSERA_SESSION_TTL_SECONDS: "100", TESSERA_MAX_LIFETIME_SECONDS: "10" },
+      "TESSERA_SESSION_TTL_SECONDS",
+    ],
+  ])("a bad value (%o) stops start-up naming %s", (env, variable) => {
+    const problems = problemsOf(env as Record<string, string>);
+    expect(problems.join("\n")).toContain(variable);
+  });
+});
