@@ -6,6 +6,9 @@ const USAGE = `Usage: tessera <command>
 
 Commands:
   serve            run the HTTP API (embedded without NATS_URL/DATABASE_URL)
+  mcp --stdio      serve the MCP tools over stdio (see docs/mcp.md)
+  replay [name]    rebuild Postgres read models from the log and swap them in (see docs/time.md)
+  users ...        manage password users: add, set-password, set-roles, disable (see docs/auth.md)
   help             this text
 
 Configuration comes from environment variables; see README.md.`;
@@ -17,6 +20,12 @@ export async function runCli(argv: string[]): Promise<number> {
     switch (command) {
       case "serve":
         return await serve();
+      case "mcp":
+        return await (await import("./cli-mcp.ts")).runMcpCli(argv.slice(1));
+      case "replay":
+        return await (await import("./cli-replay.ts")).runReplay(argv.slice(1));
+      case "users":
+        return await (await import("./cli-users.ts")).runUsersCommand(argv.slice(1));
       case "help":
       case "--help":
       case "-h":

@@ -31,6 +31,10 @@ const environmentSchema = z.object({
   TESSERA_MAX_LIFETIME_SECONDS: positiveSeconds(2_592_000),
   TESSERA_IDLE_TIMEOUT_SECONDS: seconds(0),
   TESSERA_MCP_IDLE_TIMEOUT_SECONDS: seconds(1800),
+  TESSERA_MCP_SESSION_TTL_SECONDS: positiveSeconds(86_400),
+  TESSERA_MCP_ALLOWED_HOSTS: optionalText,
+  TESSERA_MCP_ALLOWED_ORIGINS: optionalText,
+  TESSERA_CHROMIUM_PATH: optionalText,
   TESSERA_TOUCH_INTERVAL_SECONDS: positiveSeconds(60),
   TESSERA_MAX_SESSIONS_PER_USER: seconds(0),
   TESSERA_SESSION_LIMIT_POLICY: z.enum(["reject", "evict_oldest"]).default("reject"),
@@ -38,7 +42,21 @@ const environmentSchema = z.object({
   TESSERA_RETENTION_SECONDS: seconds(30 * 24 * 3600),
   TESSERA_ACCESS_TOKEN_TTL_SECONDS: positiveSeconds(900),
   TESSERA_JWT_PRIVATE_KEY: optionalText,
+  TESSERA_JWT_ISSUER: z.string().min(1).default("tessera"),
+  TESSERA_JWT_AUDIENCE: z.string().min(1).default("tessera"),
+  TESSERA_RATE_LIMIT_WINDOW_SECONDS: positiveSeconds(60),
+  TESSERA_RATE_LIMIT_TOKEN_PER_IP: seconds(60),
+  TESSERA_RATE_LIMIT_TOKEN_PER_USERNAME: seconds(10),
+  TESSERA_RATE_LIMIT_VALIDATE_PER_IP: seconds(36_000),
   TESSERA_IDEMPOTENCY_SECRET: optionalText,
+  TESSERA_IDP_ISSUER: optionalText,
+  TESSERA_IDP_JWKS_URL: optionalText.pipe(z.url({ protocol: /^https?$/ }).optional()),
+  TESSERA_IDP_AUDIENCE: optionalText,
+  TESSERA_IDP_ROLES_CLAIM: z.string().min(1).default("roles"),
+  TESSERA_IDP_GROUPS_CLAIM: z.string().min(1).default("groups"),
+  TESSERA_IDP_WEBHOOK_SECRET: optionalText.pipe(
+    z.string().min(16, "must be at least 16 characters").optional(),
+  ),
   TESSERA_NATS_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
   TESSERA_MULTIUSER: flag,
   TESSERA_TLS_CERT_FILE: optionalText,
@@ -62,13 +80,30 @@ export type Config = {
   policy: SessionPolicy;
   accessTokenTtlSeconds: number;
   jwtPrivateKey: string | undefined;
+  auth: {
+    jwtIssuer: string;
+    jwtAudience: string;
+    /** Requests per window; 0 switches a limit off. */
+    rateLimit: { windowSeconds: number; tokenPerIp: number; tokenPerUsername: number; validatePerIp: number };
+  };
   idempotencySecret: string | undefined;
+  /** The trusted external IdP (all three of issuer, JWKS URL and audience), if any. */
+  idp:
+    | { issuer: string; jwksUrl: string; audience: string; rolesClaim: string; groupsClaim: string }
+    | undefined;
+  idpWebhookSecret: string | undefined;
   natsReplicas: number;
   multiUser: boolean;
   tls: { certFile: string; keyFile: string; caFile: string | undefined } | undefined;
   bodyLimitBytes: number;
   instanceId: string | undefined;
   logLevel: Environment["LOG_LEVEL"];
+  mcp: {
+    sessionTtlSeconds: number;
+    allowedHosts: string[];
+    allowedOrigins: string[];
+    chromiumPath: string | undefined;
+  };
 };
 
 export class ConfigError extends Error {
@@ -88,6 +123,19 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if ((e.NATS_URL === undefined) !== (e.DATABASE_URL === undefined)) {
     problems.push(
       "NATS_URL and DATABASE_URL: set both for distributed mode, or neither for embedded mode (one alone is ambiguous)",
+    );
+  }
+  if (e.TESSERA_MULTIUSER && (e.TESSERA_TLS_CERT_FILE === undefined || e.TESSERA_TLS_KEY_FILE === undefined)) {
+    problems.push(
+      "TESSERA_MULTIUSER=true requires TLS: set TESSERA_TLS_CERT_FILE and TESSERA_TLS_KEY_FILE (plain HTTP is only for local single-user use)",
+    );
+  }
+  const idpSet = [e.TESSERA_IDP_ISSUER, e.TESSERA_IDP_JWKS_URL, e.TESSERA_IDP_AUDIENCE].filter(
+    (v) => v !== undefined,
+  );
+  if (idpSet.length !== 0 && idpSet.length !== 3) {
+    problems.push(
+      "TESSERA_IDP_ISSUER, TESSERA_IDP_JWKS_URL and TESSERA_IDP_AUDIENCE: give all three or none",
     );
   }
   if ((e.TESSERA_TLS_CERT_FILE === undefined) !== (e.TESSERA_TLS_KEY_FILE === undefined)) {
@@ -119,7 +167,28 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     accessTokenTtlSeconds: e.TESSERA_ACCESS_TOKEN_TTL_SECONDS,
     jwtPrivateKey: e.TESSERA_JWT_PRIVATE_KEY,
+    auth: {
+      jwtIssuer: e.TESSERA_JWT_ISSUER,
+      jwtAudience: e.TESSERA_JWT_AUDIENCE,
+      rateLimit: {
+        windowSeconds: e.TESSERA_RATE_LIMIT_WINDOW_SECONDS,
+        tokenPerIp: e.TESSERA_RATE_LIMIT_TOKEN_PER_IP,
+        tokenPerUsername: e.TESSERA_RATE_LIMIT_TOKEN_PER_USERNAME,
+        validatePerIp: e.TESSERA_RATE_LIMIT_VALIDATE_PER_IP,
+      },
+    },
     idempotencySecret: e.TESSERA_IDEMPOTENCY_SECRET,
+    idp:
+      e.TESSERA_IDP_ISSUER && e.TESSERA_IDP_JWKS_URL && e.TESSERA_IDP_AUDIENCE
+        ? {
+            issuer: e.TESSERA_IDP_ISSUER,
+            jwksUrl: e.TESSERA_IDP_JWKS_URL,
+            audience: e.TESSERA_IDP_AUDIENCE,
+            rolesClaim: e.TESSERA_IDP_ROLES_CLAIM,
+            groupsClaim: e.TESSERA_IDP_GROUPS_CLAIM,
+          }
+        : undefined,
+    idpWebhookSecret: e.TESSERA_IDP_WEBHOOK_SECRET,
     natsReplicas: e.TESSERA_NATS_REPLICAS,
     multiUser: e.TESSERA_MULTIUSER,
     tls:
@@ -133,5 +202,15 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     bodyLimitBytes: e.TESSERA_BODY_LIMIT_BYTES,
     instanceId: e.TESSERA_INSTANCE_ID,
     logLevel: e.LOG_LEVEL,
+    mcp: {
+      sessionTtlSeconds: e.TESSERA_MCP_SESSION_TTL_SECONDS,
+      allowedHosts: commaList(e.TESSERA_MCP_ALLOWED_HOSTS),
+      allowedOrigins: commaList(e.TESSERA_MCP_ALLOWED_ORIGINS),
+      chromiumPath: e.TESSERA_CHROMIUM_PATH,
+    },
   };
+}
+
+function commaList(value: string | undefined): string[] {
+  return (value ?? "").split(",").flatMap((item) => (item.trim() === "" ? [] : [item.trim()]));
 }

@@ -4,28 +4,57 @@ import { hostname } from "node:os";
 import type { NatsConnection } from "@nats-io/transport-node";
 import pino, { type Logger } from "pino";
 import { createUuidV7Generator, randomSecrets, systemClock } from "./adapters/clock/system-clock.ts";
+import { tickSourceFor } from "./adapters/clock/tick-source.ts";
 import { buildHttpApp, type HttpApp } from "./adapters/http/app.ts";
 import { createAuthenticate } from "./adapters/http/authenticate.ts";
+import { auditRoutes } from "./adapters/http/routes/audit.ts";
+import { backchannelLogoutRoutes } from "./adapters/http/routes/backchannel-logout.ts";
 import type { ReadinessCheck } from "./adapters/http/routes/health.ts";
+import { idpHookRoutes } from "./adapters/http/routes/idp-hooks.ts";
+import { recycleRoutes } from "./adapters/http/routes/recycle.ts";
 import { connectNats } from "./adapters/jetstream/connection.ts";
 import { createJetStreamEventLog } from "./adapters/jetstream/event-log.ts";
+import { createJetStreamTickLog } from "./adapters/jetstream/time-stream.ts";
+import { createMcpEndpoint, type McpEndpoint } from "./adapters/mcp/endpoint.ts";
 import { createInMemoryEventLog } from "./adapters/memory/event-log.ts";
 import { createInMemoryLeaseManager } from "./adapters/memory/lease-manager.ts";
+import { createInMemoryReplayStore } from "./adapters/memory/replay-store.ts";
+import { createInMemoryTickLog } from "./adapters/memory/tick-log.ts";
 import { attachReplica, createValidationReplica } from "./adapters/memory/validation-replica.ts";
 import { createInMemoryValidationStore } from "./adapters/memory/validation-store.ts";
 import { createPrometheusMetrics } from "./adapters/metrics/prometheus.ts";
 import { createKvLeaseManager } from "./adapters/nats-kv/lease-manager.ts";
+import { createKvReplayStore } from "./adapters/nats-kv/replay-store.ts";
 import { createKvValidationStore } from "./adapters/nats-kv/validation-store.ts";
 import { httpTracingPlugin } from "./adapters/otel/http-tracing.ts";
+import { createAuditProjection } from "./adapters/postgres/audit-projection.ts";
+import { createAuditReadModel } from "./adapters/postgres/audit-read-model.ts";
 import { type DatabaseHandle, openDatabase } from "./adapters/postgres/database.ts";
+import { createIdpSessionIndex, createIdpSessionProjection } from "./adapters/postgres/idp-session-index.ts";
 import { createSessionProjection } from "./adapters/postgres/session-projection.ts";
 import { createSessionReadModel } from "./adapters/postgres/session-read-model.ts";
+import { createAsOfQuery } from "./app/as-of-query.ts";
+import { createDeadlineIndex, indexReplica } from "./app/deadline-index.ts";
+import {
+  createExpiryScheduler,
+  type ExpiryScheduler,
+  startTickPublisher,
+  type TickPublisher,
+} from "./app/expiry-scheduler.ts";
+import { createIdpVerifier } from "./app/idp.ts";
+import { createIdpBearerAuthenticator } from "./app/idp-authenticator.ts";
+import { createBackchannelLogout } from "./app/idp-logout.ts";
+import { createIdpSessions, type IdpSessions } from "./app/idp-sessions.ts";
+import { createIdpWebhooks } from "./app/idp-webhooks.ts";
 import type { SessionReadModel, ValidationReplica, ValidationStore } from "./app/ports.ts";
+import { createRecycleProcessManager } from "./app/recycle-process-manager.ts";
 import { createSessionService, type SessionService } from "./app/session-service.ts";
+import { createUserService, type UserService } from "./app/user-service.ts";
 import { createValidator, type Validator } from "./app/validator.ts";
+import { type Auth, createAuth, createSessionLimiterFor } from "./auth.ts";
 import type { Config } from "./config.ts";
-import type { Clock, EventLog, LeaseHandle, LeaseManager } from "./domain/ports.ts";
-import { type ProjectionTarget, runProjection } from "./projections/runner.ts";
+import type { Clock, EventLog, LeaseHandle, LeaseManager, TickLog, TickSource } from "./domain/ports.ts";
+import { type ProjectionTarget, runProjection, waitForCheckpoint } from "./projections/runner.ts";
 import { createValidationProjection } from "./projections/validation-projection.ts";
 
 /** A running Tessera instance: the HTTP app plus everything behind it, and how to stop it. */
@@ -41,6 +70,16 @@ export type Tessera = {
   clock: Clock;
   logger: Logger;
   instanceId: string;
+  /** The MCP endpoint's parts (its tools are also served over stdio by `tessera mcp --stdio`). */
+  mcp: McpEndpoint;
+  /** Ticks, the expiry scheduler and its due index (DESIGN §5). */
+  time: { scheduler: ExpiryScheduler; publisher: TickPublisher; ticks: TickLog };
+  /** Claims changes and the recycle fan-out (docs/recycling.md). */
+  users: UserService;
+  /** IdP-token sessions; `checkSessionClaims` is what /mcp and validate call with the caller's IdP JWT. */
+  idp: IdpSessions;
+  /** Password users, access tokens and logins (docs/auth.md). */
+  auth: Pick<Auth, "directory" | "accessTokens" | "login">;
   /** Stops projections, closes the HTTP server and every connection. */
   close(): Promise<void>;
 };
@@ -49,7 +88,9 @@ export type TesseraOverrides = {
   clock?: Clock;
   logger?: Logger;
   /** Share one in-memory event log / store between embedded instances (tests of multi-instance behaviour). */
-  embedded?: { log: EventLog; store: ValidationStore } | undefined;
+  embedded?: { log: EventLog; store: ValidationStore; ticks?: TickLog | undefined } | undefined;
+  /** Where ticks come from (default: the fake clock's own ticks for a FakeClock, else the wall clock). */
+  tickSource?: TickSource | undefined;
 };
 
 /**
@@ -71,7 +112,8 @@ export async function createTessera(config: Config, overrides: TesseraOverrides 
     const infra = await openInfrastructure(config, clock, instanceId, logger, overrides, closers);
     const { log, store, leases, database, nc } = infra;
 
-    const replica = createValidationReplica();
+    const deadlines = createDeadlineIndex();
+    const replica = indexReplica(createValidationReplica(), deadlines);
     const attached = await attachReplica(store, replica);
     closers.push(() => attached.stop());
 
@@ -87,6 +129,10 @@ export async function createTessera(config: Config, overrides: TesseraOverrides 
       readModel,
       idempotencySecret: config.idempotencySecret ?? randomBytes(32).toString("base64url"),
       observer: metrics.observer,
+      limiter: await createSessionLimiterFor({
+        ...{ policy: config.policy, nc, prefix: config.prefix, replicas: config.natsReplicas },
+        ...{ replica, readModel, clock },
+      }),
     });
     // Lists served right after a restart should include what the previous run wrote.
     service.observe(await log.lastPosition());
@@ -120,8 +166,64 @@ export async function createTessera(config: Config, overrides: TesseraOverrides 
       },
     });
 
+    const ticks = nc
+      ? await createJetStreamTickLog({
+          nc,
+          prefix: config.prefix,
+          replicas: config.natsReplicas,
+          onError: (error) => logger.warn({ err: error }, "tick consumer retrying"),
+        })
+      : (overrides.embedded?.ticks ?? createInMemoryTickLog());
+    const scheduler = createExpiryScheduler({
+      ticks,
+      index: deadlines,
+      replica,
+      readModel,
+      expire: (sessionId, tick, context) => service.expire(sessionId, tick, context),
+      clock,
+      readModelCaughtUp: async (timeoutMs) =>
+        waitForCheckpoint(readModel, await log.lastPosition(), timeoutMs),
+      onError: (error, context) => logger.warn({ err: error, ...context }, "expiry failed"),
+    });
+
+    // Recycling and the IdP (docs/recycling.md).
+    const auth = await createAuth({
+      ...{
+        config,
+        db: database.db,
+        service,
+        validator,
+        readModel,
+        clock,
+        ids,
+        secrets: randomSecrets,
+        logger,
+      },
+    });
+    const users = createUserService({ log, clock, ids, replica, readModel, directory: auth.directory });
+    const replay = nc
+      ? await createKvReplayStore({ nc, prefix: config.prefix, clock, replicas: config.natsReplicas })
+      : createInMemoryReplayStore(clock);
+    const idpVerifier = config.idp ? createIdpVerifier(config.idp, { clock }) : undefined;
+    const idp = createIdpSessions({
+      verifier: idpVerifier,
+      service,
+      users,
+      replica,
+      store,
+      bindings: replay,
+      clock,
+      ids,
+      policy: config.policy,
+      onError: (error, context) => logger.warn({ err: error, ...context }, "idp session work failed"),
+    });
+
     const projections: ProjectionTarget[] = [
+      // Only back-channel logout reads the IdP session index, and it needs an IdP.
+      ...(config.idp ? [createIdpSessionProjection(database.db)] : []),
+      createRecycleProcessManager({ users, checkpoints: store }),
       createSessionProjection(database.db),
+      createAuditProjection(database.db),
       createValidationProjection({ store, replica }),
     ];
     const leaseHandles = projections.map((target) => runUnderLease(leases, log, target, logger));
@@ -129,6 +231,64 @@ export async function createTessera(config: Config, overrides: TesseraOverrides 
       await Promise.all(leaseHandles.map((handle) => handle.release()));
     });
 
+    const authenticate = createAuthenticate({
+      adminKey: config.adminKey,
+      validator,
+      bearerAuthenticators: [auth.bearer, createIdpBearerAuthenticator(idp)],
+    });
+    const mcp = createMcpEndpoint({
+      passwordLogin: auth.login.passwordLogin,
+      recycleUser: (userId, context) => users.recycleUser(userId, "recycled", context),
+      recycleSession: (sessionId, context) => users.recycleSession(sessionId, undefined, context),
+      service,
+      validator,
+      readModel,
+      clock,
+      ids,
+      logger,
+      authenticate,
+      hostGuard: {
+        listenHost: config.host,
+        allowedHosts: config.mcp.allowedHosts,
+        allowedOrigins: config.mcp.allowedOrigins,
+      },
+      sessionTtlSeconds: config.mcp.sessionTtlSeconds,
+      chromiumPath: config.mcp.chromiumPath,
+    });
+    closers.push(() => mcp.close());
+    const auditReadModel = createAuditReadModel(database.db);
+    const asOf = createAsOfQuery({ audit: auditReadModel, lastPosition: () => log.lastPosition() });
+    const auditPlugin = auditRoutes({
+      audit: auditReadModel,
+      asOf,
+      authenticate,
+      lastWrittenPosition: () => service.lastPosition,
+    });
+    const recyclePlugins = [
+      recycleRoutes({ users, authenticate, ids }),
+      idpHookRoutes({
+        webhooks: config.idpWebhookSecret
+          ? createIdpWebhooks({
+              secret: config.idpWebhookSecret,
+              replay,
+              users,
+              service,
+              clock,
+              directory: auth.directory,
+            })
+          : undefined,
+      }),
+      backchannelLogoutRoutes({
+        logout: createBackchannelLogout({
+          verifier: idpVerifier,
+          replay,
+          service,
+          log,
+          clock,
+          index: createIdpSessionIndex(database.db),
+        }),
+      }),
+    ];
     const app = await buildHttpApp(
       {
         service,
@@ -136,15 +296,32 @@ export async function createTessera(config: Config, overrides: TesseraOverrides 
         readModel,
         clock,
         ids,
-        authenticate: createAuthenticate({ adminKey: config.adminKey, validator }),
+        authenticate,
         bodyLimitBytes: config.bodyLimitBytes,
         logLevel: config.logLevel,
         readiness: () => readiness({ nc, database, readModel, log }),
-        plugins: [metrics.plugin, httpTracingPlugin],
+        expireOverdue: (context) => scheduler.sweep(context),
+        checkJwtClaims: (entry, jwt, facts) => idp.checkSessionClaims(entry, jwt, facts),
+        beforeRoutes: auth.beforeRoutes,
+        plugins: [
+          ...[metrics.plugin, httpTracingPlugin, mcp.plugin, auditPlugin, ...recyclePlugins],
+          ...auth.routes(authenticate, asOf),
+        ],
       },
       { https: tlsOptions(config) },
     );
     closers.push(() => app.close());
+
+    scheduler.start();
+    const publisher = startTickPublisher({
+      source: overrides.tickSource ?? tickSourceFor(clock),
+      ticks,
+      onError: (error, second) => logger.warn({ err: error, second }, "tick publish failed"),
+    });
+    closers.push(async () => {
+      await publisher.stop();
+      await scheduler.stop();
+    });
 
     return {
       config,
@@ -158,6 +335,11 @@ export async function createTessera(config: Config, overrides: TesseraOverrides 
       clock,
       logger,
       instanceId,
+      mcp,
+      time: { scheduler, publisher, ticks },
+      users,
+      idp,
+      auth: { directory: auth.directory, accessTokens: auth.accessTokens, login: auth.login },
       close: closeAll,
     };
   } catch (error) {
@@ -213,7 +395,9 @@ async function openInfrastructure(
     nc,
     prefix: config.prefix,
     holderId: instanceId,
-    clock,
+    // Leases are about whether a process is alive: wall time, even when the domain runs on a test clock
+    // (a fake clock jumping an hour would otherwise hand every lease to whoever looks next).
+    clock: systemClock,
     replicas: config.natsReplicas,
     onError: (error, context) => logger.warn({ err: error, ...context }, "lease trouble"),
   });

@@ -1,5 +1,6 @@
-import type { EndReason, SessionKind } from "../domain/events.ts";
+import type { DomainEventType, EndReason, SessionKind } from "../domain/events.ts";
 import type { SessionStatus } from "../domain/session-state.ts";
+import type { AuditRow } from "../projections/audit-row.ts";
 import type { UserValidationEntry, ValidationEntry } from "../projections/validation-entry.ts";
 
 /**
@@ -131,4 +132,29 @@ export interface UserDirectory {
   setPassword(id: string, password: string): Promise<UserRecord>;
   setClaims(id: string, claims: { roles: string[]; groups: string[] }): Promise<UserRecord>;
   setDisabled(id: string, disabled: boolean): Promise<UserRecord>;
+}
+
+export type AuditQuery = {
+  userId?: string | undefined;
+  sessionId?: string | undefined;
+  types?: DomainEventType[] | undefined;
+  /** Inclusive bounds on occurred_at. */
+  from?: Date | undefined;
+  to?: Date | undefined;
+  order: "asc" | "desc";
+  limit: number;
+  /** Position of the last row of the previous page (exclusive). */
+  after?: number | undefined;
+};
+
+/** The audit read model (Postgres/PGlite `audit_events`): one row per event of the log. */
+export interface AuditReadModel {
+  list(query: AuditQuery): Promise<{ rows: AuditRow[]; nextAfter: number | null }>;
+  /**
+   * In log order, every event up to `at` of the user's sessions whose lifetime could cover `at` (created
+   * by then, absolute cap after it), and the user's own events up to `at`.
+   */
+  historyAsOf(userId: string, at: Date): Promise<AuditRow[]>;
+  /** The log position the audit model has applied up to. */
+  checkpoint(): Promise<number>;
 }

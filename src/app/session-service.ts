@@ -29,6 +29,8 @@ import { validationEntryFromState } from "../projections/validation-entry.ts";
 import { type CommandContext, type CommandObserver, createCommandHandler } from "./command-handler.ts";
 import type { SessionPolicy } from "./policy.ts";
 import type { SessionReadModel, ValidationReplica } from "./ports.ts";
+import { createWithinLimit, type SessionLimiter } from "./session-limit.ts";
+import { fanOutCommandId } from "./user-service.ts";
 
 export type CreateSessionInput = {
   userId: string;
@@ -69,6 +71,8 @@ export type SessionServiceDeps = {
   /** Keys idempotent token derivation; never leaves the process. */
   idempotencySecret: string;
   observer?: CommandObserver | undefined;
+  /** The concurrent-session limit; absent when unlimited. */
+  limiter?: SessionLimiter | undefined;
 };
 
 /**
@@ -97,6 +101,14 @@ export function createSessionService(deps: SessionServiceDeps) {
   function publishLocally(state: SessionState, version: number) {
     if (version > lastPosition) lastPosition = version;
     if (state.status !== "none") replica.offerSession(validationEntryFromState(state, version));
+  }
+
+  /** A session's validation entry: this instance's replica, else its own stream (fresh). */
+  async function entryOf(sessionId: string) {
+    const cached = replica.getSession(sessionId);
+    if (cached) return cached;
+    const { state, version } = await sessions.read(sessionStream(sessionId));
+    return state.status === "none" ? undefined : validationEntryFromState(state, version);
   }
 
   async function runSession(
@@ -156,34 +168,54 @@ export function createSessionService(deps: SessionServiceDeps) {
           : undefined;
       const sessionId = ids.uuidv7();
       const defaultIdle = input.kind === "mcp" ? policy.mcpIdleTimeoutSeconds : policy.idleTimeoutSeconds;
-      const result = await runSession(
+      const endAs = (id: string, suffix: string) => {
+        // Decided on the log: a cached "does not exist yet" for a session another instance has created
+        // since would skip the eviction (see docs/policies.md).
+        sessions.forget(sessionStream(id));
+        return runSession(id, (now) => ({ type: "InvalidateSession", now, data: { reason: "evicted" } }), {
+          ...context,
+          commandId: `${context.commandId}:${suffix}:${id}`,
+          causationId: context.commandId,
+        });
+      };
+      const createSession = () =>
+        runSession(
+          sessionId,
+          (now) => ({
+            type: "CreateSession",
+            now,
+            data: {
+              sessionId,
+              userId: input.userId,
+              username: input.username,
+              kind: input.kind,
+              roles: input.roles,
+              groups: input.groups,
+              scope: input.scope,
+              tokenHash: hashSecret(secret),
+              refreshTokenHash: refreshSecret === undefined ? undefined : hashSecret(refreshSecret),
+              ttlSeconds: input.ttlSeconds ?? policy.defaultTtlSeconds,
+              maxLifetimeSeconds: policy.maxLifetimeSeconds,
+              idleTimeoutSeconds: input.idleTimeoutSeconds ?? defaultIdle,
+              client: input.client,
+              ipAddress: input.ipAddress,
+              userAgent: input.userAgent,
+              binding: bindingFor(input),
+              metadata: input.metadata,
+              idpSessionId: input.idpSessionId,
+            },
+          }),
+          context,
+        );
+      const result = await createWithinLimit(deps.limiter, {
+        userId: input.userId,
         sessionId,
-        (now) => ({
-          type: "CreateSession",
-          now,
-          data: {
-            sessionId,
-            userId: input.userId,
-            username: input.username,
-            kind: input.kind,
-            roles: input.roles,
-            groups: input.groups,
-            scope: input.scope,
-            tokenHash: hashSecret(secret),
-            refreshTokenHash: refreshSecret === undefined ? undefined : hashSecret(refreshSecret),
-            ttlSeconds: input.ttlSeconds ?? policy.defaultTtlSeconds,
-            maxLifetimeSeconds: policy.maxLifetimeSeconds,
-            idleTimeoutSeconds: input.idleTimeoutSeconds ?? defaultIdle,
-            client: input.client,
-            ipAddress: input.ipAddress,
-            userAgent: input.userAgent,
-            binding: bindingFor(input),
-            metadata: input.metadata,
-            idpSessionId: input.idpSessionId,
-          },
-        }),
-        context,
-      );
+        lookup: entryOf,
+        evict: (id) => endAs(id, "evict").then(() => undefined, ignoreUnknownSession),
+        create: createSession,
+        isDuplicate: (created) => created.duplicate,
+        endOwn: () => endAs(sessionId, "evicted").then(() => undefined),
+      });
       const session = result.state;
       if (session.status === "none") throw new Error("create appended nothing");
       if (result.duplicate && session.tokenHash !== hashSecret(secret)) {
@@ -210,6 +242,30 @@ export function createSessionService(deps: SessionServiceDeps) {
         context,
       );
       return requireExisting(sessionId, result.state);
+    },
+
+    /**
+     * RotateRefreshToken (RFC 9700): the presented hash must be the current one. A superseded one ends the
+     * session (`refresh_token_reuse`, an appended SessionInvalidated); the caller answers invalid_grant for
+     * that, for an unknown token (the decider throws) and for an ended session.
+     */
+    async rotateRefreshToken(
+      sessionId: string,
+      hashes: { presented: string; next: string },
+      context: CommandContext,
+    ) {
+      // Decided on the log, not the cache: a rotation on another instance leaves the cached hash behind,
+      // and the decider would refuse the (current) token as unknown instead of meeting a version conflict.
+      sessions.forget(sessionStream(sessionId));
+      return runSession(
+        sessionId,
+        (now) => ({
+          type: "RotateRefreshToken",
+          now,
+          data: { presentedRefreshTokenHash: hashes.presented, newRefreshTokenHash: hashes.next },
+        }),
+        context,
+      );
     },
 
     async invalidate(sessionId: string, reason: InvalidationReason, context: CommandContext) {
@@ -258,6 +314,12 @@ export function createSessionService(deps: SessionServiceDeps) {
       exceptSessionId: string | undefined,
       context: CommandContext,
     ): Promise<number> {
+      // The sessions live just before the revocation are the ones this call ends and counts. The recycle
+      // process manager fans out the same revocation with the same command ids (fanOutCommandId), so
+      // whichever reaches a session first ends it and the other appends nothing; counting by the end
+      // reason rather than by who appended keeps the count right either way.
+      await waitForReadModel(deps.readModel, Math.max(lastPosition, await log.lastPosition()), 2_000);
+      const live = (await deps.readModel.activeSessionIds(userId)).filter((id) => id !== exceptSessionId);
       const revoked = await users.handle(
         userStream(userId),
         (now) => ({ type: "RevokeUserSessions", now, data: { userId, reason, exceptSessionId } }),
@@ -266,22 +328,14 @@ export function createSessionService(deps: SessionServiceDeps) {
       if (revoked.version > lastPosition) lastPosition = revoked.version;
       const revocation = revoked.appended[0];
       const causationId = revocation?.metadata.eventId ?? context.commandId;
-      await waitForReadModel(deps.readModel, revoked.version, 2_000);
-      const candidates = (await deps.readModel.activeSessionIds(userId)).filter(
-        (id) => id !== exceptSessionId,
-      );
       let count = 0;
-      for (const sessionId of candidates) {
+      for (const sessionId of live) {
         const result = await runSession(
           sessionId,
           (now) => ({ type: "InvalidateSession", now, data: { reason } }),
-          {
-            ...context,
-            commandId: `${context.commandId}:${sessionId}`,
-            causationId,
-          },
+          { ...context, commandId: fanOutCommandId(causationId, sessionId), causationId },
         );
-        if (result.appended.length > 0 && result.state.status === "invalidated") count++;
+        if (result.state.status === "invalidated" && result.state.endReason === reason) count++;
       }
       return count;
     },
@@ -314,6 +368,12 @@ export function createSessionService(deps: SessionServiceDeps) {
 }
 
 export type SessionService = ReturnType<typeof createSessionService>;
+
+/** Evicting a reservation whose session was never created (its login failed or is still running) is moot. */
+function ignoreUnknownSession(error: unknown): void {
+  if (error instanceof DomainError && error.code === "session_not_found") return;
+  throw error;
+}
 
 function requireExisting(sessionId: string, state: SessionState): ExistingSession {
   if (state.status === "none") throw sessionNotFound(sessionId);

@@ -2,8 +2,8 @@ import { hash } from "node:crypto";
 import type { BindingMode } from "../domain/events.ts";
 import type { Clock } from "../domain/ports.ts";
 import { effectiveTouchIntervalMs } from "../domain/session-decider.ts";
-import { hashesEqual, parseToken } from "../domain/tokens.ts";
-import { isRevokedByUser, type ValidationEntry } from "../projections/validation-entry.ts";
+import { hashesEqual, isUuid, parseToken } from "../domain/tokens.ts";
+import { isRecycledByUser, isRevokedByUser, type ValidationEntry } from "../projections/validation-entry.ts";
 import type { ValidationReplica, ValidationStore } from "./ports.ts";
 
 export type InvalidReason =
@@ -52,6 +52,16 @@ export function createValidator(deps: ValidatorDeps) {
     now: number,
   ): ValidationOutcome {
     if (!hashesEqual(entry.tokenHash, secretHash)) return { valid: false, reason: "not_found" };
+    return judgeEntry(entry, facts, now);
+  }
+
+  /** Everything but the secret: status, deadlines, user-wide revocation, binding (when facts are given). */
+  function judgeEntry(
+    entry: ValidationEntry,
+    facts: RequestFacts | undefined,
+    now: number,
+    touch = true,
+  ): ValidationOutcome {
     switch (entry.status) {
       case "active":
         break;
@@ -68,13 +78,16 @@ export function createValidator(deps: ValidatorDeps) {
     if (entry.idleTimeoutSeconds > 0 && now >= entry.lastActivityAt + entry.idleTimeoutSeconds * 1000) {
       return { valid: false, reason: "expired", entry };
     }
-    if (isRevokedByUser(replica.getUser(entry.userId), entry.sessionId, entry.createdAt)) {
+    const user = replica.getUser(entry.userId);
+    if (isRevokedByUser(user, entry.sessionId, entry.createdAt)) {
       return { valid: false, reason: "invalidated", entry };
     }
+    if (isRecycledByUser(user, entry)) return { valid: false, reason: "recycled", entry };
+    if (facts === undefined) return { valid: true, entry };
     if (!bindingHolds(entry.binding.mode, entry.binding, facts)) {
       return { valid: false, reason: "binding_mismatch", entry };
     }
-    maybeTouch(entry, facts, now);
+    if (touch) maybeTouch(entry, facts, now);
     return { valid: true, entry };
   }
 
@@ -104,6 +117,28 @@ export function createValidator(deps: ValidatorDeps) {
   }
 
   return {
+    /**
+     * Is the session itself valid now, for a credential that names it instead of carrying its secret (a
+     * JWT's `sid`)? The same rules and lookups as `validate`; binding is checked and a touch requested only
+     * when the request's facts are given (`touch: false` when the caller records activity itself).
+     */
+    async validateSession(
+      sessionId: string,
+      facts?: RequestFacts,
+      options: { touch?: boolean } = {},
+    ): Promise<ValidationOutcome> {
+      if (!isUuid(sessionId)) return { valid: false, reason: "malformed" };
+      const now = clock.now();
+      let entry = replica.getSession(sessionId);
+      if (!entry) {
+        if (!plausibleId(sessionId, now)) return { valid: false, reason: "not_found" };
+        entry = (await deps.store.getSession(sessionId)) ?? (await deps.foldSession(sessionId));
+        if (!entry) return { valid: false, reason: "not_found" };
+        replica.offerSession(entry);
+      }
+      return judgeEntry(entry, facts, now, options.touch ?? true);
+    },
+
     /** The memory-only path: undefined means the replica does not know the session yet. */
     validateFromMemory(token: string, facts: RequestFacts = {}): ValidationOutcome | undefined {
       const parsed = parseToken(token, "session");

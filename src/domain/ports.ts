@@ -97,3 +97,28 @@ export interface LeaseHandle {
   readonly isHolder: () => boolean;
   release(): Promise<void>;
 }
+
+/** Emits the whole seconds of a clock as they begin: one call per epoch second, never going back. */
+export interface TickSource {
+  /** Calls `onTick(epochSecond)` for each new second until the returned stop is called. */
+  start(onTick: (epochSecond: number) => void): () => void;
+}
+
+/** A tick as the time stream hands it out; `pending` counts newer ticks already waiting behind it. */
+export type Tick = { second: number; pending: number };
+
+/**
+ * The time stream: one tick per epoch second however many instances publish it (the second is the
+ * message id), and each tick handed to exactly one consumer across all instances, one at a time.
+ */
+export interface TickLog {
+  publish(epochSecond: number): Promise<{ duplicate: boolean }>;
+  /**
+   * Hands ticks to `handler` until stopped; a tick is acknowledged when the handler settles (one that
+   * never settles, because its instance died, goes to another instance after a while). `working` says
+   * the tick is still being handled; `signal` aborts when this consumer stops.
+   */
+  consume(handler: (tick: Tick, control: { working(): void; signal: AbortSignal }) => Promise<void>): {
+    stop(): Promise<void>;
+  };
+}

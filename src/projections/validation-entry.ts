@@ -8,6 +8,7 @@ import type {
   UserEvent,
 } from "../domain/events.ts";
 import type { ExistingSession, SessionStatus } from "../domain/session-state.ts";
+import { sameClaims } from "../domain/user-decider.ts";
 
 /**
  * What validation needs to know about one session, and nothing more: it lives in a NATS KV bucket and in
@@ -44,6 +45,8 @@ export type UserValidationEntry = {
    */
   revocations: Revocation[];
   claims: Claims | undefined;
+  /** When `claims` were recorded (the last UserClaimsChanged): sessions created before it must hold them. */
+  claimsChangedAt?: number | undefined;
   position: number;
 };
 
@@ -55,6 +58,30 @@ export function isRevokedByUser(user: UserValidationEntry | undefined, sessionId
     if (createdAt <= revocation.before && revocation.except !== sessionId) return true;
   }
   return false;
+}
+
+/**
+ * O(1) recycling: a session created at or before the user's last claims change that holds other roles or
+ * groups is refused at once on every instance, before the recycle process manager's SessionRecycled for
+ * it is written (the same rule the process manager applies).
+ */
+export function isRecycledByUser(
+  user: UserValidationEntry | undefined,
+  session: { createdAt: number; roles: string[]; groups: string[] },
+) {
+  if (user?.claims === undefined || user.claimsChangedAt === undefined) return false;
+  if (session.createdAt > user.claimsChangedAt) return false;
+  // Recorded claims are normalised (sorted, unique); most sessions hold them in that form already, so the
+  // validation path usually compares in place and allocates nothing.
+  if (sameInOrder(session.roles, user.claims.roles) && sameInOrder(session.groups, user.claims.groups))
+    return false;
+  return !sameClaims(session, user.claims);
+}
+
+function sameInOrder(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 export function evolveValidationEntry(
@@ -133,7 +160,12 @@ export function evolveUserValidationEntry(
   if (event.position <= base.position) return base;
   switch (event.type) {
     case "UserClaimsChanged":
-      return { ...base, claims: event.data.after, position: event.position };
+      return {
+        ...base,
+        claims: event.data.after,
+        claimsChangedAt: Date.parse(event.data.changedAt),
+        position: event.position,
+      };
     case "UserSessionsRevoked": {
       const revocation = { before: Date.parse(event.data.revokedBefore), except: event.data.exceptSessionId };
       return { ...base, revocations: addRevocation(base.revocations, revocation), position: event.position };

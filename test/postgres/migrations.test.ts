@@ -18,7 +18,15 @@ async function indexesOf<DB>(db: Kysely<DB>): Promise<string[]> {
   return rows.map((r) => r.indexname);
 }
 
-const EXPECTED_TABLES = ["kysely_migration", "kysely_migration_lock", "projection_checkpoints", "sessions"];
+const EXPECTED_TABLES = [
+  "audit_events",
+  "idp_sessions",
+  "kysely_migration",
+  "kysely_migration_lock",
+  "projection_checkpoints",
+  "sessions",
+  "users",
+];
 const EXPECTED_INDEXES = [
   "sessions_ended_at_idx",
   "sessions_pkey",

@@ -1,9 +1,15 @@
+import { generateKeyPairSync } from "node:crypto";
 import { loadConfig } from "../../src/config.ts";
 import type { Clock } from "../../src/domain/ports.ts";
 import { createTessera, type Tessera, type TesseraOverrides } from "../../src/main.ts";
 import { NATS_URL } from "./services.ts";
 
 export const ADMIN_KEY = "test-admin-key-0123456789";
+
+/** One signing key per test process, shared by every instance it starts (as a deployment shares one). */
+export const TEST_JWT_PRIVATE_KEY = generateKeyPairSync("ed25519")
+  .privateKey.export({ type: "pkcs8", format: "pem" })
+  .toString();
 
 /** An instance wired to the real NATS and Postgres, as `npm start` with NATS_URL and DATABASE_URL would. */
 export async function startDistributed(options: {
@@ -18,6 +24,7 @@ export async function startDistributed(options: {
     TESSERA_PREFIX: options.prefix,
     TESSERA_ADMIN_KEY: ADMIN_KEY,
     TESSERA_IDEMPOTENCY_SECRET: "test-idempotency-secret",
+    TESSERA_JWT_PRIVATE_KEY: TEST_JWT_PRIVATE_KEY,
     LOG_LEVEL: "silent",
     ...options.env,
   });

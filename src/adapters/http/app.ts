@@ -19,6 +19,8 @@ export type HttpAppDeps = SessionRouteDeps &
     logLevel: string;
     /** Extra route plugins (token endpoint, MCP, hooks…) registered by the composition root. */
     plugins?: Array<(app: FastifyInstance) => Promise<void> | void>;
+    /** Plugins that must see every route as it is added (OpenAPI, per-route limits), run before the routes. */
+    beforeRoutes?: Array<(app: FastifyInstance) => Promise<void> | void>;
   };
 
 export type HttpApp = FastifyInstance;
@@ -70,6 +72,7 @@ export async function buildHttpApp(
     return sendProblem(reply, problem);
   });
 
+  for (const plugin of deps.beforeRoutes ?? []) await plugin(app);
   registerHealthRoutes(app, deps);
   registerSessionRoutes(app, deps);
   for (const plugin of deps.plugins ?? []) await plugin(app);

@@ -34,6 +34,8 @@ export const renewBody = z.strictObject({ ttl_seconds: ttl.optional() }).nullish
 export const validateBody = z
   .strictObject({
     token: z.string().max(512).optional(),
+    /** The caller's IdP access token, checked against the session's claims (recycles on a difference). */
+    jwt: z.string().max(16_384).optional(),
     client_ip: z.string().max(64).optional(),
     user_agent: z.string().max(1024).optional(),
   })

@@ -105,6 +105,7 @@ export function compactUserValidationEntry(entry: UserValidationEntry): UserVali
     userId: entry.userId,
     revocations: entry.revocations && entry.revocations.length > 0 ? entry.revocations : EMPTY_REVOCATIONS,
     claims: compactClaims(entry.claims),
+    claimsChangedAt: typeof entry.claimsChangedAt === "number" ? entry.claimsChangedAt : undefined,
     position: entry.position,
   };
 }

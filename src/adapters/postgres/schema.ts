@@ -1,6 +1,7 @@
 import type { ColumnType } from "kysely";
 import type { EndReason, SessionKind } from "../../domain/events.ts";
 import type { SessionStatus } from "../../domain/session-state.ts";
+import type { AuditEventsTable } from "./audit-schema.ts";
 
 /**
  * The read model's tables as kysely sees them (snake_case, as in SQL). jsonb columns are written as JSON
@@ -42,4 +43,5 @@ export interface ProjectionCheckpointsTable {
 export interface Database {
   sessions: SessionsTable;
   projection_checkpoints: ProjectionCheckpointsTable;
+  audit_events: AuditEventsTable;
 }

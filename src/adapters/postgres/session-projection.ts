@@ -107,7 +107,7 @@ function upsert(trx: Transaction<Database>, rows: SessionRow[]) {
     .execute();
 }
 
-async function readCheckpoint(db: Kysely<Database>, name: string): Promise<number> {
+export async function readCheckpoint(db: Kysely<Database>, name: string): Promise<number> {
   const row = await db
     .selectFrom("projection_checkpoints")
     .select("position")
@@ -117,7 +117,7 @@ async function readCheckpoint(db: Kysely<Database>, name: string): Promise<numbe
 }
 
 /** The stored checkpoint, locked until the transaction ends; created at 0 the first time. */
-async function lockCheckpoint(trx: Transaction<Database>, name: string): Promise<number> {
+export async function lockCheckpoint(trx: Transaction<Database>, name: string): Promise<number> {
   const select = () =>
     trx
       .selectFrom("projection_checkpoints")

@@ -1,13 +1,15 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
-import { canActOn, isAdmin, type Permission, type Principal } from "../../../app/access.ts";
+import { can, canActOn, isAdmin, type Permission, type Principal } from "../../../app/access.ts";
+import type { CommandContext } from "../../../app/command-handler.ts";
 import type { SessionReadModel } from "../../../app/ports.ts";
 import type { SessionService } from "../../../app/session-service.ts";
 import type { Validator } from "../../../app/validator.ts";
 import { sessionNotFound } from "../../../domain/errors.ts";
 import type { Clock, IdGenerator } from "../../../domain/ports.ts";
 import type { ExistingSession } from "../../../domain/session-state.ts";
+import type { ValidationEntry } from "../../../projections/validation-entry.ts";
 import type { Authenticate } from "../authenticate.ts";
 import { requestFacts } from "../authenticate.ts";
 import { commandContext, idempotencyKeyOf, principalKey } from "../command-context.ts";
@@ -31,6 +33,22 @@ export type SessionRouteDeps = {
   authenticate: Authenticate;
   clock: Clock;
   ids: IdGenerator;
+  /**
+   * Expires every overdue session now and returns how many this call expired (the expiry scheduler's
+   * sweep: its deadline index and the read model). Without it, cleanup pages through the read model only.
+   */
+  expireOverdue?: ((context: CommandContext) => Promise<number>) | undefined;
+  /**
+   * A gateway's `jwt` next to the token: does the caller's IdP token still agree with the session (same
+   * subject, same roles and groups)? A difference records the change and recycles (see idp-sessions.ts).
+   */
+  checkJwtClaims?:
+    | ((
+        entry: ValidationEntry,
+        jwt: string,
+        facts: { ip?: string | undefined; userAgent?: string | undefined },
+      ) => Promise<{ ok: true } | { ok: false; reason: string }>)
+    | undefined;
 };
 
 const statsView = z.object({
@@ -101,7 +119,9 @@ export function registerSessionRoutes(fastify: FastifyInstance, deps: SessionRou
         {
           ...owner,
           kind: body.kind ?? "api",
-          scope: [],
+          // A session a user opens for itself carries the caller's permissions, so a narrowly scoped token
+          // cannot mint a broader one.
+          scope: principal.kind === "user" ? [...principal.permissions] : [],
           ttlSeconds: body.ttl_seconds,
           idleTimeoutSeconds: body.idle_timeout_seconds,
           client: body.client,
@@ -136,6 +156,7 @@ export function registerSessionRoutes(fastify: FastifyInstance, deps: SessionRou
     },
     async (request) => {
       const principal = await requirePrincipal(request);
+      if (!can(principal, "sessions:read")) throw accessDenied("Listing sessions needs sessions:read");
       const query = request.query;
       let userId: string | undefined;
       if (isAdmin(principal)) userId = query.user_id;
@@ -165,6 +186,7 @@ export function registerSessionRoutes(fastify: FastifyInstance, deps: SessionRou
     { schema: { summary: "Session statistics: own, or global for admins", response: { 200: statsView } } },
     async (request) => {
       const principal = await requirePrincipal(request);
+      if (!can(principal, "sessions:read")) throw accessDenied("Statistics need sessions:read");
       const global = isAdmin(principal);
       await service.readYourWrites();
       const stats = await deps.readModel.stats(
@@ -215,6 +237,12 @@ export function registerSessionRoutes(fastify: FastifyInstance, deps: SessionRou
       };
       const outcome = await deps.validator.validate(token, facts);
       if (!outcome.valid) return reply.code(401).send({ valid: false as const, reason: outcome.reason });
+      if (body.jwt !== undefined) {
+        const verdict = deps.checkJwtClaims
+          ? await deps.checkJwtClaims(outcome.entry, body.jwt, facts)
+          : { ok: false as const, reason: "malformed" };
+        if (!verdict.ok) return reply.code(401).send({ valid: false as const, reason: verdict.reason });
+      }
       const session = await service.getAtLeast(outcome.entry.sessionId, outcome.entry.position);
       if (!session) return reply.code(401).send({ valid: false as const, reason: "not_found" });
       const e = outcome.entry;
@@ -240,20 +268,22 @@ export function registerSessionRoutes(fastify: FastifyInstance, deps: SessionRou
       const now = clock.now();
       let expired = 0;
       const context = commandContext(request, principal, ids, "cleanup");
-      for (;;) {
-        const overdue = await deps.readModel.overdueSessionIds(now, 500);
-        let progressed = 0;
-        for (const sessionId of overdue) {
-          const result = await service.expire(sessionId, undefined, {
-            ...context,
-            commandId: `${context.commandId}:${sessionId}`,
-          });
-          if (result.appended.length > 0) expired++;
-          if (result.state.status !== "active") progressed++;
+      if (deps.expireOverdue) expired = await deps.expireOverdue(context);
+      else
+        for (;;) {
+          const overdue = await deps.readModel.overdueSessionIds(now, 500);
+          let progressed = 0;
+          for (const sessionId of overdue) {
+            const result = await service.expire(sessionId, undefined, {
+              ...context,
+              commandId: `${context.commandId}:${sessionId}`,
+            });
+            if (result.appended.length > 0) expired++;
+            if (result.state.status !== "active") progressed++;
+          }
+          if (overdue.length < 500 || progressed === 0) break;
+          await service.readYourWrites(5_000);
         }
-        if (overdue.length < 500 || progressed === 0) break;
-        await service.readYourWrites(5_000);
-      }
       const pruned = await deps.readModel.pruneEnded(now - service.policy.retentionSeconds * 1000);
       return { expired, pruned };
     },

@@ -1,5 +1,8 @@
 import { type Kysely, type Migration, type MigrationResult, Migrator } from "kysely";
 import * as m0001 from "./0001_sessions.ts";
+import * as m0002 from "./0002_users.ts";
+import * as m0003 from "./0003_audit_events.ts";
+import * as m0004 from "./0004_idp.ts";
 
 /**
  * Every migration, in order. Names sort lexically, so keep the zero-padded prefix; to add one, create
@@ -8,6 +11,9 @@ import * as m0001 from "./0001_sessions.ts";
  */
 export const migrations: Record<string, Migration> = {
   "0001_sessions": m0001,
+  "0002_users": m0002,
+  "0003_audit_events": m0003,
+  "0004_idp": m0004,
 };
 
 export class MigrationError extends Error {

@@ -1,0 +1,216 @@
+import { randomUUID } from "node:crypto";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Tessera } from "../../src/main.ts";
+import {
+  connectNats,
+  createTestDatabase,
+  removeNatsPrefix,
+  type TestDatabase,
+  uniquePrefix,
+} from "../support/services.ts";
+import { bearer, eventually, startDistributed } from "../support/tessera.ts";
+import { startTestIdp, type TestIdp, unsecuredToken } from "./idp-fixture.ts";
+
+/**
+ * OIDC Back-Channel Logout 1.0 at POST /v1/backchannel-logout, with a local IdP (JWKS served by the test),
+ * on two instances against the real NATS and Postgres.
+ */
+let nc: NatsConnection;
+let database: TestDatabase;
+let prefix: string;
+let idp: TestIdp;
+let a: Tessera;
+let b: Tessera;
+
+beforeAll(async () => {
+  nc = await connectNats();
+  idp = await startTestIdp();
+  prefix = uniquePrefix("bcl");
+  database = await createTestDatabase();
+  a = await startDistributed({ prefix, databaseUrl: database.url, env: idp.env });
+  b = await startDistributed({ prefix, databaseUrl: database.url, env: idp.env });
+});
+
+afterAll(async () => {
+  await a?.close();
+  await b?.close();
+  await idp?.close();
+  await removeNatsPrefix(nc, prefix);
+  await nc?.close();
+  await database?.drop();
+});
+
+function logout(on: Tessera, token: string | undefined) {
+  return on.app.inject({
+    method: "POST",
+    url: "/v1/backchannel-logout",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    payload: token === undefined ? "" : new URLSearchParams({ logout_token: token }).toString(),
+  });
+}
+
+/** Signs in through the IdP: the first request with its token creates the Tessera session. */
+async function signIn(on: Tessera, sub: string, sid: string | undefined) {
+  const token = await idp.accessToken({ sub, sid, roles: ["user"], groups: [] });
+  const response = await on.app.inject({ method: "GET", url: "/v1/sessions", headers: bearer(token) });
+  expect(response.statusCode, response.body).toBe(200);
+  const listed = response.json() as { sessions: Array<{ id: string; status: string }> };
+  return { token, sessions: listed.sessions };
+}
+
+async function sessionIdsOf(sub: string) {
+  await a.service.readYourWrites(5_000);
+  const page = await a.readModel.listSessions({ userId: sub, status: "all", limit: 100, now: Date.now() });
+  return page.sessions;
+}
+
+async function endReason(sessionId: string) {
+  const session = await a.service.get(sessionId);
+  return session === undefined || session.status === "active" ? undefined : session.endReason;
+}
+
+/** Waits until the recycle process manager has caught up with the log: no fan-out is still to append. */
+async function settled(on: Tessera): Promise<number> {
+  let end = 0;
+  // The fan-out appends events of its own, so "caught up" is checked against the log's end each time.
+  await eventually(async () => {
+    end = await on.log.lastPosition();
+    return (await on.store.getCheckpoint("recycle")) >= end;
+  }, 10_000);
+  return end;
+}
+
+describe("back-channel logout: valid tokens", () => {
+  it("ends the sessions of the IdP session named by sid, and only those", async () => {
+    await signIn(a, "bcl-alice", "sid-1");
+    await signIn(b, "bcl-alice", "sid-2");
+    const sessions = await sessionIdsOf("bcl-alice");
+    expect(sessions).toHaveLength(2);
+
+    const response = await logout(b, await idp.logoutToken({ sub: "bcl-alice", sid: "sid-1" }));
+    expect(response.statusCode, response.body).toBe(200);
+    expect(response.headers["cache-control"]).toBe("no-store");
+
+    const reasons = await Promise.all(sessions.map((s) => endReason(s.id)));
+    expect(reasons.sort()).toEqual(["backchannel_logout", undefined].sort());
+    // The token of the ended sign-in no longer authenticates; the other one still does.
+    const first = await idp.accessToken({
+      sub: "bcl-alice",
+      sid: "sid-1",
+      roles: ["user"],
+      groups: [],
+      iat: Math.floor(Date.now() / 1000) - 5,
+    });
+    expect(
+      (await a.app.inject({ method: "GET", url: "/v1/sessions", headers: bearer(first) })).statusCode,
+    ).toBe(401);
+    const second = await idp.accessToken({ sub: "bcl-alice", sid: "sid-2", roles: ["user"], groups: [] });
+    expect(
+      (await a.app.inject({ method: "GET", url: "/v1/sessions", headers: bearer(second) })).statusCode,
+    ).toBe(200);
+  });
+
+  it("ends a sid's sessions with a token that carries only the sid", async () => {
+    await signIn(a, "bcl-sidonly", "sid-only");
+    const [session] = await sessionIdsOf("bcl-sidonly");
+    const response = await logout(a, await idp.logoutToken({ sid: "sid-only" }));
+    expect(response.statusCode).toBe(200);
+    expect(await endReason(session!.id)).toBe("backchannel_logout");
+  });
+
+  it("ends every session of the subject when the token has no sid", async () => {
+    await signIn(a, "bcl-bob", "sid-b1");
+    await signIn(b, "bcl-bob", undefined);
+    const sessions = await sessionIdsOf("bcl-bob");
+    expect(sessions).toHaveLength(2);
+    const response = await logout(a, await idp.logoutToken({ sub: "bcl-bob" }));
+    expect(response.statusCode).toBe(200);
+    for (const s of sessions) expect(await endReason(s.id)).toBe("backchannel_logout");
+    const revocation = (await a.log.readStream({ category: "user", id: "bcl-bob" })).events.at(-1);
+    expect(revocation).toMatchObject({ type: "UserSessionsRevoked", data: { reason: "backchannel_logout" } });
+  });
+
+  it("answers 200 when nothing matched", async () => {
+    const before = await settled(a);
+    const response = await logout(a, await idp.logoutToken({ sub: "bcl-nobody", sid: "sid-none" }));
+    expect(response.statusCode).toBe(200);
+    expect(response.headers["cache-control"]).toBe("no-store");
+    expect(await a.log.lastPosition()).toBe(before);
+  });
+
+  it("accepts a token typed as a plain JWT, or not typed", async () => {
+    expect(
+      (await logout(a, await idp.logoutToken({ sub: "bcl-typ", sid: "s" }, { typ: "JWT" }))).statusCode,
+    ).toBe(200);
+    expect(
+      (await logout(a, await idp.logoutToken({ sub: "bcl-typ", sid: "s" }, { typ: undefined }))).statusCode,
+    ).toBe(200);
+  });
+});
+
+describe("back-channel logout: refused tokens", () => {
+  const now = () => Math.floor(Date.now() / 1000);
+  const invalid: Array<[string, () => Promise<string | undefined>]> = [
+    ["no logout_token", async () => undefined],
+    [
+      "alg none",
+      async () =>
+        unsecuredToken({
+          iss: idp.issuer,
+          aud: "tessera-test",
+          iat: now(),
+          exp: now() + 60,
+          jti: randomUUID(),
+          sub: "bcl-victim",
+          events: { "http://schemas.openid.net/event/backchannel-logout": {} },
+        }),
+    ],
+    ["a wrong audience", () => idp.logoutToken({ sub: "bcl-victim", aud: "someone-else" })],
+    ["a wrong issuer", () => idp.logoutToken({ sub: "bcl-victim", iss: "https://evil.example" })],
+    ["a nonce", () => idp.logoutToken({ sub: "bcl-victim", nonce: "n-0S6_WzA2Mj" })],
+    ["no events claim", () => idp.logoutToken({ sub: "bcl-victim" }, { omit: ["events"] })],
+    [
+      "events without the back-channel logout member",
+      () => idp.logoutToken({ sub: "bcl-victim", events: { "http://schemas.openid.net/event/other": {} } }),
+    ],
+    ["neither sub nor sid", () => idp.logoutToken({})],
+    ["no jti", () => idp.logoutToken({ sub: "bcl-victim" }, { omit: ["jti"] })],
+    ["no iat", () => idp.logoutToken({ sub: "bcl-victim" }, { omit: ["iat"] })],
+    ["an expired token", () => idp.logoutToken({ sub: "bcl-victim", iat: now() - 600, exp: now() - 300 })],
+    [
+      "a signature by a key the IdP does not publish",
+      () =>
+        idp.foreignToken({
+          sub: "bcl-victim",
+          jti: randomUUID(),
+          events: { "http://schemas.openid.net/event/backchannel-logout": {} },
+        }),
+    ],
+    ["an access-token typ", () => idp.logoutToken({ sub: "bcl-victim" }, { typ: "at+jwt" })],
+  ];
+
+  it.each(invalid)("refuses %s with 400 and ends nothing", async (_name, make) => {
+    const { sessions } = await signIn(a, "bcl-victim", "sid-victim");
+    const before = await settled(a);
+    const response = await logout(a, await make());
+    expect(response.statusCode, response.body).toBe(400);
+    expect(response.json()).toMatchObject({ error: "invalid_request" });
+    expect(response.headers["cache-control"]).toBe("no-store");
+    expect(await a.log.lastPosition()).toBe(before);
+    for (const s of sessions) expect(await endReason(s.id)).toBeUndefined();
+  });
+
+  it("refuses a replayed jti, on the same and on another instance", async () => {
+    const token = await idp.logoutToken({ sub: "bcl-replay", sid: "sid-replay" });
+    expect((await logout(a, token)).statusCode).toBe(200);
+    await signIn(a, "bcl-replay", "sid-replay-2");
+    const before = await settled(a);
+    for (const on of [a, b]) {
+      const again = await logout(on, token);
+      expect(again.statusCode).toBe(400);
+      expect(again.json().error_description).toContain("jti");
+    }
+    expect(await a.log.lastPosition()).toBe(before);
+  });
+});
