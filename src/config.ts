@@ -125,7 +125,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       "NATS_URL and DATABASE_URL: set both for distributed mode, or neither for embedded mode (one alone is ambiguous)",
     );
   }
-  if (e.TESSERA_MULTIUSER && (e.TESSERA_TLS_CERT_FILE === undefined || e.TESSERA_TLS_KEY_FILE === undefined)) {
+  if (
+    e.TESSERA_MULTIUSER &&
+    (e.TESSERA_TLS_CERT_FILE === undefined || e.TESSERA_TLS_KEY_FILE === undefined)
+  ) {
     problems.push(
       "TESSERA_MULTIUSER=true requires TLS: set TESSERA_TLS_CERT_FILE and TESSERA_TLS_KEY_FILE (plain HTTP is only for local single-user use)",
     );
