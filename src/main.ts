@@ -57,6 +57,9 @@ import type { Clock, EventLog, LeaseHandle, LeaseManager, TickLog, TickSource } 
 import { type ProjectionTarget, runProjection, waitForCheckpoint } from "./projections/runner.ts";
 import { createValidationProjection } from "./projections/validation-projection.ts";
 
+/** Expired sessions stay in memory this long, so recent ones still answer "expired" without a KV read. */
+const REPLICA_GRACE_MS = 15 * 60_000;
+
 /** A running Tessera instance: the HTTP app plus everything behind it, and how to stop it. */
 export type Tessera = {
   config: Config;
@@ -115,6 +118,9 @@ export async function createTessera(config: Config, overrides: TesseraOverrides 
     const deadlines = createDeadlineIndex();
     const replica = indexReplica(createValidationReplica(), deadlines);
     const attached = await attachReplica(store, replica);
+    const eviction = setInterval(() => replica.evictExpiredBefore(clock.now() - REPLICA_GRACE_MS), 60_000);
+    eviction.unref();
+    closers.push(async () => clearInterval(eviction));
     closers.push(() => attached.stop());
 
     const readModel = createSessionReadModel(database.db);

@@ -87,6 +87,7 @@ export function indexReplica(replica: ValidationReplica, index: DeadlineIndex): 
     offerUser: (entry) => replica.offerUser(entry),
     waitForSession: (sessionId, position, timeoutMs) =>
       replica.waitForSession(sessionId, position, timeoutMs),
+    evictExpiredBefore: (cutoff) => replica.evictExpiredBefore(cutoff),
     get size() {
       return replica.size;
     },

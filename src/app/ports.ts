@@ -39,6 +39,12 @@ export interface ValidationReplica {
   offerUser(entry: UserValidationEntry): void;
   /** Resolves once the replica holds the session at `position` or later, or after `timeoutMs`. */
   waitForSession(sessionId: string, position: number, timeoutMs: number): Promise<boolean>;
+  /**
+   * Forgets sessions whose absolute expiry is before `cutoff`: they can never validate again (a renewal
+   * cannot revive an overdue session), so keeping them would only grow memory with every session ever made.
+   * A later lookup misses and falls back to the KV view. Returns how many were dropped.
+   */
+  evictExpiredBefore(cutoff: number): number;
   readonly size: number;
 }
 

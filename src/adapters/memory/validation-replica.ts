@@ -62,6 +62,16 @@ export function createValidationReplica(): ValidationReplica {
         set.add(waiter);
       });
     },
+    evictExpiredBefore(cutoff) {
+      let dropped = 0;
+      for (const [sessionId, entry] of sessions) {
+        if (entry.expiresAt < cutoff) {
+          sessions.delete(sessionId);
+          dropped++;
+        }
+      }
+      return dropped;
+    },
     get size() {
       return sessions.size;
     },

@@ -1,0 +1,28 @@
+import type { Benchmark } from "../lib/bench.ts";
+import { jwtGet, tokenLogin } from "./auth.ts";
+import { claimsRefusal } from "./claims-refusal.ts";
+import { createHttp } from "./create-http.ts";
+import { eventAppend } from "./event-append.ts";
+import { expiryLateness } from "./expiry-lateness.ts";
+import { mcpValidate } from "./mcp-validate.ts";
+import { rebuild } from "./rebuild.ts";
+import { replicaMemory } from "./replica-memory.ts";
+import { revocation } from "./revocation.ts";
+import { validateHttp } from "./validate-http.ts";
+import { validateMemory } from "./validate-memory.ts";
+
+/** Every benchmark, in the order a full run takes them. New ones slot in here. */
+export const BENCHMARKS: readonly Benchmark[] = [
+  validateHttp,
+  validateMemory,
+  createHttp,
+  eventAppend,
+  revocation,
+  replicaMemory,
+  tokenLogin,
+  jwtGet,
+  claimsRefusal,
+  expiryLateness,
+  mcpValidate,
+  rebuild,
+];

@@ -1,0 +1,76 @@
+import type { Benchmark } from "../lib/bench.ts";
+import { compareHttp, cpuNote } from "../lib/compare-http.ts";
+import { withEnvironment } from "../lib/environment.ts";
+import { httpJson } from "../lib/http.ts";
+import { startBareFastify, startTesseraProcess, tesseraEnv } from "../lib/processes.ts";
+import { judge, type Target } from "../lib/report.ts";
+import { createSessionsOverHttp } from "../lib/sessions.ts";
+
+const TOKENS = 1_000;
+const TARGET: Target = { kind: "min-ratio", value: 0.9 };
+
+/** Issue 2: POST /v1/sessions/validate (distributed mode) against a bare Fastify route answering the same shape. */
+export const validateHttp: Benchmark = {
+  name: "validate-http",
+  issue: 2,
+  description:
+    "POST /v1/sessions/validate with a valid token vs a bare Fastify POST returning the same JSON shape",
+  run: (options) =>
+    withEnvironment("validatehttp", async (env) => {
+      const [tessera, bare] = await Promise.all([
+        startTesseraProcess(
+          "tessera",
+          tesseraEnv({ prefix: env.prefix, natsUrl: env.natsUrl, databaseUrl: env.database.url }),
+        ),
+        startBareFastify(),
+      ]);
+      env.defer(() => tessera.stop());
+      env.defer(() => bare.stop());
+
+      options.log(`  creating ${TOKENS} sessions`);
+      const sessions = await createSessionsOverHttp(tessera.url, TOKENS);
+      const check = await httpJson(`${tessera.url}/v1/sessions/validate`, "POST", {
+        body: { token: sessions[0]?.token },
+      });
+      if (check.status !== 200)
+        throw new Error(`validate answered ${check.status}: ${JSON.stringify(check.body)}`);
+
+      const bodies = sessions.map((s) => JSON.stringify({ token: s.token }));
+      const comparison = await compareHttp(options, {
+        subject: {
+          url: tessera.url,
+          requests: bodies.map((body) => ({ method: "POST", path: "/v1/sessions/validate", body })),
+          expectStatus: 200,
+          serverPid: tessera.pid,
+        },
+        baseline: {
+          url: bare.url,
+          requests: bodies.map((body) => ({ method: "POST", path: "/validate", body })),
+          expectStatus: 200,
+          serverPid: bare.pid,
+        },
+      });
+      return [
+        {
+          bench: "validate-http",
+          title: `POST /v1/sessions/validate, ${TOKENS} valid tokens round-robin`,
+          subject: {
+            value: comparison.subjectRate,
+            unit: "req/s",
+            label: "Tessera",
+            detail: comparison.subjectDetail,
+          },
+          baseline: {
+            value: comparison.baselineRate,
+            unit: "req/s",
+            label: "bare Fastify POST, same JSON shape",
+            detail: comparison.baselineDetail,
+          },
+          ratio: comparison.ratio,
+          target: TARGET,
+          pass: judge(TARGET, comparison.subjectRate, comparison.ratio),
+          notes: cpuNote(comparison),
+        },
+      ];
+    }),
+};
