@@ -132,6 +132,7 @@ export async function createTessera(config: Config, overrides: TesseraOverrides 
       secrets: randomSecrets,
       policy: config.policy,
       replica,
+      store,
       readModel,
       idempotencySecret: config.idempotencySecret ?? randomBytes(32).toString("base64url"),
       observer: metrics.observer,

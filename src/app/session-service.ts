@@ -15,6 +15,7 @@ import {
   type ExistingSession,
   evolve,
   initialSessionState,
+  isEnded,
   type SessionState,
 } from "../domain/session-state.ts";
 import { formatToken, hashSecret } from "../domain/tokens.ts";
@@ -28,7 +29,7 @@ import {
 import { validationEntryFromState } from "../projections/validation-entry.ts";
 import { type CommandContext, type CommandObserver, createCommandHandler } from "./command-handler.ts";
 import type { SessionPolicy } from "./policy.ts";
-import type { SessionReadModel, ValidationReplica } from "./ports.ts";
+import type { SessionReadModel, ValidationReplica, ValidationStore } from "./ports.ts";
 import { createWithinLimit, type SessionLimiter } from "./session-limit.ts";
 import { fanOutCommandId } from "./user-service.ts";
 
@@ -67,6 +68,11 @@ export type SessionServiceDeps = {
   secrets: SecretGenerator;
   policy: SessionPolicy;
   replica: ValidationReplica;
+  /**
+   * The shared validation view. An ending is written through to it as soon as it is appended, so other
+   * instances refuse the session one KV watch hop later instead of waiting for the projection.
+   */
+  store?: ValidationStore | undefined;
   readModel: SessionReadModel;
   /** Keys idempotent token derivation; never leaves the process. */
   idempotencySecret: string;
@@ -118,7 +124,13 @@ export function createSessionService(deps: SessionServiceDeps) {
   ) {
     const result = await sessions.handle(sessionStream(sessionId), build, context);
     publishLocally(result.state, result.version);
+    if (result.appended.length > 0 && isEnded(result.state)) await writeThrough(result.state, result.version);
     return result;
+  }
+
+  async function writeThrough(state: ExistingSession, version: number) {
+    // Best effort: the validation projection writes the same entry (position-guarded) moments later anyway.
+    await deps.store?.putSession(validationEntryFromState(state, version)).catch(() => {});
   }
 
   function derivedSecret(principal: string, key: string) {
@@ -338,6 +350,15 @@ export function createSessionService(deps: SessionServiceDeps) {
         if (result.state.status === "invalidated" && result.state.endReason === reason) count++;
       }
       return count;
+    },
+
+    /**
+     * The session for an ownership check before a command: a cached state is good enough, since who owns
+     * a session never changes and the command itself re-checks everything else against the log.
+     */
+    async getForCommand(sessionId: string): Promise<ExistingSession | undefined> {
+      const { state } = await sessions.read(sessionStream(sessionId), 0);
+      return state.status === "none" ? undefined : state;
     },
 
     /** The session as the log says now (fresh even before any projection has caught up). */

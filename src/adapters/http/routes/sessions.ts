@@ -73,7 +73,8 @@ export function registerSessionRoutes(fastify: FastifyInstance, deps: SessionRou
   }
 
   async function loadOwned(principal: Principal, id: string, permission: Permission) {
-    const session = await service.get(id);
+    // Reads need the log's current answer; a write only needs the (immutable) owner — the command re-checks the rest.
+    const session = permission === "sessions:read" ? await service.get(id) : await service.getForCommand(id);
     if (!session) throw sessionNotFound(id);
     if (!canActOn(principal, session.userId, permission)) throw accessDenied("Access denied to this session");
     return session;
