@@ -7,6 +7,7 @@ import { createUuidV7Generator, randomSecrets, systemClock } from "./adapters/cl
 import { tickSourceFor } from "./adapters/clock/tick-source.ts";
 import { buildHttpApp, type HttpApp } from "./adapters/http/app.ts";
 import { createAuthenticate } from "./adapters/http/authenticate.ts";
+import { createIdpBearerAuthenticator } from "./adapters/http/idp-bearer.ts";
 import { auditRoutes } from "./adapters/http/routes/audit.ts";
 import { backchannelLogoutRoutes } from "./adapters/http/routes/backchannel-logout.ts";
 import type { ReadinessCheck } from "./adapters/http/routes/health.ts";
@@ -42,7 +43,6 @@ import {
   type TickPublisher,
 } from "./app/expiry-scheduler.ts";
 import { createIdpVerifier } from "./app/idp.ts";
-import { createIdpBearerAuthenticator } from "./app/idp-authenticator.ts";
 import { createBackchannelLogout } from "./app/idp-logout.ts";
 import { createIdpSessions, type IdpSessions } from "./app/idp-sessions.ts";
 import { createIdpWebhooks } from "./app/idp-webhooks.ts";

@@ -1,7 +1,7 @@
-import type { BearerAuthenticator } from "../adapters/http/authenticate.ts";
-import { requestFacts } from "../adapters/http/authenticate.ts";
-import { HttpProblem } from "../adapters/http/problem.ts";
-import type { IdpSessions } from "./idp-sessions.ts";
+import type { IdpSessions } from "../../app/idp-sessions.ts";
+import type { BearerAuthenticator } from "./authenticate.ts";
+import { requestFacts } from "./authenticate.ts";
+import { HttpProblem } from "./problem.ts";
 
 /**
  * The HTTP face of IdP sessions: a Bearer authenticator for createAuthenticate. Tokens that do not claim
