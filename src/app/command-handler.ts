@@ -76,17 +76,9 @@ export function createCommandHandler<
   const { log, clock, ids, decider } = deps;
   const maxAttempts = deps.maxAttempts ?? 20;
   const cacheSize = deps.cacheSize ?? 50_000;
-  const cache = new Map<string, Cached<State>>();
+  const cache = createStateCache<Cached<State>>(cacheSize);
   const mutex = createKeyedMutex();
-
-  function remember(key: string, value: Cached<State>) {
-    cache.delete(key);
-    cache.set(key, value);
-    if (cache.size > cacheSize) {
-      const oldest = cache.keys().next().value;
-      if (oldest !== undefined) cache.delete(oldest);
-    }
-  }
+  const remember = (stream: StreamName, value: Cached<State>) => cache.set(stream, value);
 
   async function load(stream: StreamName): Promise<Cached<State>> {
     const read = await log.readStream(stream);
@@ -100,14 +92,13 @@ export function createCommandHandler<
     buildCommand: (now: number, state: State) => Command,
     context: CommandContext,
   ): Promise<HandleResult<State>> {
-    const key = streamKey(stream);
-    let current = cache.get(key) ?? (await load(stream));
+    let current = cache.get(stream) ?? (await load(stream));
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       const now = clock.now();
       const command = buildCommand(now, current.state);
       const events = decider.decide(command, current.state);
       if (events.length === 0) {
-        remember(key, current);
+        remember(stream, current);
         return { ...current, appended: [], duplicate: false, originalStream: undefined };
       }
       try {
@@ -126,11 +117,11 @@ export function createCommandHandler<
           appended.push({ ...event, metadata, stream, position: result.position } as RecordedEvent);
           deps.observer?.appended(event.type);
         }
-        remember(key, { state, version });
+        remember(stream, { state, version });
         return { state, version, appended, duplicate: false, originalStream: undefined };
       } catch (error) {
         if (!(error instanceof VersionConflictError)) {
-          cache.delete(key);
+          cache.delete(stream);
           throw error;
         }
         deps.observer?.conflict(stream.category);
@@ -138,15 +129,15 @@ export function createCommandHandler<
         await backoff(attempt);
       }
     }
-    cache.delete(key);
-    throw concurrencyConflict(key, maxAttempts);
+    cache.delete(stream);
+    throw concurrencyConflict(streamKey(stream), maxAttempts);
   }
 
   async function resolveDuplicate(stream: StreamName, position: number): Promise<HandleResult<State>> {
     const original = await log.readAt(position);
     const originalStream = original?.stream ?? stream;
     const reloaded = await load(originalStream);
-    remember(streamKey(originalStream), reloaded);
+    remember(originalStream, reloaded);
     return { ...reloaded, appended: [], duplicate: true, originalStream };
   }
 
@@ -192,16 +183,23 @@ export function createCommandHandler<
      * position the shared validation view has seen); without it, the log is read, so the answer is fresh.
      */
     async read(stream: StreamName, atLeastVersion?: number): Promise<Cached<State>> {
-      const key = streamKey(stream);
-      const cached = cache.get(key);
+      const cached = cache.get(stream);
       if (cached && atLeastVersion !== undefined && cached.version >= atLeastVersion) return cached;
       const loaded = await load(stream);
-      remember(key, loaded);
+      remember(stream, loaded);
       return loaded;
+    },
+    /**
+     * The cached state when it is known to be at least `atLeastVersion`, else undefined — never reads
+     * the log. For hot paths that can answer synchronously from the cache and fall back to `read`.
+     */
+    peek(stream: StreamName, atLeastVersion: number): Cached<State> | undefined {
+      const cached = cache.get(stream);
+      return cached !== undefined && cached.version >= atLeastVersion ? cached : undefined;
     },
     /** Drops a cached state, e.g. when another instance is known to have changed the stream. */
     forget(stream: StreamName) {
-      cache.delete(streamKey(stream));
+      cache.delete(stream);
     },
   };
 }
@@ -209,6 +207,36 @@ export function createCommandHandler<
 export type CommandHandler<State, Command extends { now: number }, Event extends DomainEvent> = ReturnType<
   typeof createCommandHandler<State, Command, Event>
 >;
+
+/**
+ * Recent states by stream, least recently written evicted first, at most `size` per category. Keyed by
+ * category, then by the stream's id as given (no `category:id` string built per lookup: reads of the
+ * cache sit on the validation path).
+ */
+function createStateCache<V>(size: number) {
+  const byCategory = new Map<string, Map<string, V>>();
+  return {
+    get(stream: StreamName): V | undefined {
+      return byCategory.get(stream.category)?.get(stream.id);
+    },
+    set(stream: StreamName, value: V) {
+      let entries = byCategory.get(stream.category);
+      if (!entries) {
+        entries = new Map();
+        byCategory.set(stream.category, entries);
+      }
+      entries.delete(stream.id);
+      entries.set(stream.id, value);
+      if (entries.size > size) {
+        const oldest = entries.keys().next().value;
+        if (oldest !== undefined) entries.delete(oldest);
+      }
+    },
+    delete(stream: StreamName) {
+      byCategory.get(stream.category)?.delete(stream.id);
+    },
+  };
+}
 
 function backoff(attempt: number): Promise<void> {
   // Jittered, growing wait so racing instances spread out instead of colliding again in lockstep.

@@ -72,8 +72,9 @@ export function createDeadlineIndex(): DeadlineIndex {
  */
 export function indexReplica(replica: ValidationReplica, index: DeadlineIndex): ValidationReplica {
   return {
-    getSession: (sessionId) => replica.getSession(sessionId),
-    getUser: (userId) => replica.getUser(userId),
+    // The replica's own lookups, not wrappers: these run on every validation.
+    getSession: replica.getSession.bind(replica),
+    getUser: replica.getUser.bind(replica),
     offerSession(entry) {
       const before = replica.getSession(entry.sessionId);
       replica.offerSession(entry);

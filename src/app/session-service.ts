@@ -376,6 +376,12 @@ export function createSessionService(deps: SessionServiceDeps) {
       return state.status === "none" ? undefined : state;
     },
 
+    /** getAtLeast's cache hit, synchronously; undefined when only a read of the log can answer. */
+    cachedAtLeast(sessionId: string, position: number): ExistingSession | undefined {
+      const cached = sessions.peek(sessionStream(sessionId), position);
+      return cached === undefined || cached.state.status === "none" ? undefined : cached.state;
+    },
+
     async fold(sessionId: string) {
       const { state, version } = await sessions.read(sessionStream(sessionId));
       return state.status === "none" ? undefined : validationEntryFromState(state, version);

@@ -1,8 +1,10 @@
 import {
   type Context,
   context,
+  INVALID_SPAN_CONTEXT,
   isSpanContextValid,
   type Link,
+  ProxyTracerProvider,
   ROOT_CONTEXT,
   type Span,
   SpanKind,
@@ -16,6 +18,22 @@ import {
  * rather than through async-local state, so a trace survives the hop through the log to the projections.
  */
 export const tracer = trace.getTracer("tessera");
+
+/** What a proxy provider delegates to while no SDK is registered (the API's no-op provider). */
+const NOOP_PROVIDER = new ProxyTracerProvider().getDelegate();
+
+/**
+ * Is an SDK registered (spans would be recorded)? Cheap enough for every request: a global lookup and a
+ * compare. Without one, per-request tracing work (span objects, context parsing, bookkeeping) is skipped
+ * entirely; the checks run each time, so an SDK started later is picked up.
+ */
+export function tracingEnabled(): boolean {
+  const provider = trace.getTracerProvider();
+  return !(provider instanceof ProxyTracerProvider) || provider.getDelegate() !== NOOP_PROVIDER;
+}
+
+/** The span handed to work when tracing is off: records nothing, like the API's own no-op spans. */
+const NON_RECORDING_SPAN: Span = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
 
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 
@@ -52,6 +70,7 @@ export async function inSpan<T>(
   work: (childTraceparent: string | undefined, span: Span) => Promise<T>,
   kind: SpanKind = SpanKind.INTERNAL,
 ): Promise<T> {
+  if (!tracingEnabled()) return work(traceparent, NON_RECORDING_SPAN);
   const span = tracer.startSpan(name, { kind, attributes }, contextFromTraceparent(traceparent));
   try {
     return await work(traceparentOf(span, traceparent), span);

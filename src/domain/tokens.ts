@@ -30,6 +30,24 @@ export function parseToken(token: string, expected: TokenKind): ParsedToken | un
   return { kind: expected, sessionId: token.slice(4, 4 + UUID_LENGTH), secret: token.slice(5 + UUID_LENGTH) };
 }
 
+/**
+ * Where a token of `kind` would keep its session id and secret, judged by length, prefix and separator
+ * only — the characters are NOT checked. For the validation hot path: a lookup by that id that finds a
+ * session whose stored hash matches the secret's proves the token well-formed (stored ids and secrets
+ * are), so the full pattern (parseToken) is only needed when that fails, to tell `malformed` from
+ * `not_found`. Undefined when the token cannot be one of `kind` at all.
+ */
+export function tokenSessionIdUnchecked(token: string, expected: TokenKind): string | undefined {
+  if (token.length !== TOKEN_LENGTH || token.charCodeAt(4 + UUID_LENGTH) !== 95 /* _ */) return undefined;
+  if (!token.startsWith(PREFIX_BY_KIND[expected])) return undefined;
+  return token.slice(4, 4 + UUID_LENGTH);
+}
+
+/** The secret part of a token whose shape tokenSessionIdUnchecked accepted (characters unchecked). */
+export function tokenSecretUnchecked(token: string): string {
+  return token.slice(5 + UUID_LENGTH);
+}
+
 export function looksLikeToken(value: string): boolean {
   return value.startsWith("tss_") || value.startsWith("tsr_");
 }

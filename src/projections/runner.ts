@@ -40,6 +40,10 @@ export type RunProjectionOptions = {
 };
 
 const DEFAULT_BATCH_SIZE = 500;
+// Catching up (rebuilds, replays) reads a long backlog: fewer, larger transactions go faster, and the
+// look-ahead keeps the next batch decoding meanwhile. Measured on the rebuild benchmark: 500 → 2,000
+// events per batch cut its time by about a third; 5,000 was no faster and holds more in memory.
+export const CATCH_UP_BATCH_SIZE = 2_000;
 const MAX_LINKS = 32;
 
 /** One span per applied batch, linked to the traces of (up to 32 of) the events it applied. */
@@ -98,7 +102,7 @@ export async function runProjection(options: RunProjectionOptions): Promise<void
 export async function catchUp(
   log: EventLog,
   target: ProjectionTarget,
-  batchSize: number = DEFAULT_BATCH_SIZE,
+  batchSize: number = CATCH_UP_BATCH_SIZE,
 ): Promise<number> {
   const until = await log.lastPosition();
   for (;;) {
@@ -113,6 +117,12 @@ export async function catchUp(
   }
 }
 
+/**
+ * Batches still apply strictly one after the other, but with one batch of look-ahead: the handler starts
+ * applying a batch and returns, so the follower reads and decodes the next one while the transaction
+ * runs, and waits (in the handler) for that transaction before starting the next. At most two batches
+ * are held at once.
+ */
 async function applyUntil(
   log: EventLog,
   target: ProjectionTarget,
@@ -121,14 +131,21 @@ async function applyUntil(
   batchSize: number,
 ): Promise<void> {
   let reached!: () => void;
-  const done = new Promise<void>((resolve) => {
+  let failed!: (error: unknown) => void;
+  const done = new Promise<void>((resolve, reject) => {
     reached = resolve;
+    failed = reject;
   });
+  let applying: Promise<void> = Promise.resolve();
   const follower = log.follow({ from, batchSize }, async (batch) => {
     const last = batch.at(-1);
     if (last === undefined) return;
-    await target.applyBatch(batch);
-    if (last.position >= until) reached();
+    await applying;
+    applying = target.applyBatch(batch).then(() => {
+      if (last.position >= until) reached();
+    });
+    // The last batch has no successor to await it: its failure ends the catch-up through `done`.
+    applying.catch(failed);
   });
   // `follower.done` rejects with the batch's error; if it resolves, the log closed before we got there.
   const ended = follower.done.then(() => {
@@ -140,6 +157,8 @@ async function applyUntil(
     await Promise.race([done, ended]);
   } finally {
     await follower.stop().catch(() => {});
+    // Nothing of this catch-up may still be writing once it returns (a batch past `until` may have started).
+    await applying.catch(() => {});
   }
 }
 

@@ -10,6 +10,7 @@ import {
 } from "fastify-type-provider-zod";
 import { DomainError } from "../../domain/errors.ts";
 import { DOMAIN_STATUS, HttpProblem, sendProblem } from "./problem.ts";
+import { addStaticHeaders } from "./request-lifecycle.ts";
 import { type HealthDeps, registerHealthRoutes } from "./routes/health.ts";
 import { registerSessionRoutes, type SessionRouteDeps } from "./routes/sessions.ts";
 
@@ -53,11 +54,9 @@ export async function buildHttpApp(
   app.setSerializerCompiler(serializerCompiler);
   await app.register(formbody, { bodyLimit: deps.bodyLimitBytes });
 
-  app.addHook("onSend", async (_request, reply, payload) => {
-    reply.header("cache-control", reply.getHeader("cache-control") ?? "no-store");
-    reply.header("x-content-type-options", "nosniff");
-    return payload;
-  });
+  // Set as each request arrives (one shared synchronous hook, see request-lifecycle.ts): a route that
+  // sets its own cache-control replaces the default.
+  addStaticHeaders(app, { "cache-control": "no-store", "x-content-type-options": "nosniff" });
 
   app.setNotFoundHandler((request, reply) =>
     sendProblem(

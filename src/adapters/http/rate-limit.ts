@@ -1,5 +1,5 @@
 import rateLimit from "@fastify/rate-limit";
-import type { FastifyInstance, FastifyRequest, onRequestAsyncHookHandler } from "fastify";
+import type { FastifyInstance, FastifyRequest, onRequestHookHandler } from "fastify";
 import { HttpProblem } from "./problem.ts";
 
 /**
@@ -58,6 +58,43 @@ function all(checks: Array<Check | undefined>): Check {
 }
 
 const VALIDATE_ROUTE = "/v1/sessions/validate";
+/** Keys (client addresses) a window counter is kept for, as @fastify/rate-limit's in-memory store. */
+const MAX_TRACKED_KEYS = 5_000;
+
+type Window = { startedAt: number; count: number };
+
+/**
+ * A fixed-window counter per key, in this process's memory: the same rule as @fastify/rate-limit's
+ * local store (the window starts with a key's first request; past `max` requests in it, refuse until
+ * it ends), but synchronous. The validation limit runs on every validation, where the plugin's limiter
+ * (a chain of awaits per request) cost more than the validation itself. When more than 5,000 keys are
+ * tracked, the key whose window started longest ago is forgotten (its count starts again).
+ *
+ * Returns a check: undefined when the request is allowed, else the seconds until the window ends.
+ */
+export function fixedWindowLimiter(
+  max: number,
+  windowMs: number,
+  now: () => number = Date.now,
+): (key: string) => number | undefined {
+  const windows = new Map<string, Window>();
+  return (key) => {
+    const at = now();
+    let window = windows.get(key);
+    if (window === undefined || window.startedAt + windowMs <= at) {
+      if (window !== undefined) windows.delete(key);
+      else if (windows.size >= MAX_TRACKED_KEYS) {
+        const oldest = windows.keys().next().value;
+        if (oldest !== undefined) windows.delete(oldest);
+      }
+      window = { startedAt: at, count: 0 };
+      windows.set(key, window);
+    }
+    window.count++;
+    if (window.count <= max) return undefined;
+    return Math.ceil((window.startedAt + windowMs - at) / 1000);
+  };
+}
 
 /**
  * Registers the limiter plugin and the validation limit. Must run before the routes are registered:
@@ -66,9 +103,13 @@ const VALIDATE_ROUTE = "/v1/sessions/validate";
 export function rateLimitPlugin(settings: RateLimitSettings) {
   return async (app: FastifyInstance) => {
     await app.register(rateLimit, { global: false });
-    const validate = limiter(app, settings.validatePerIp, settings.windowSeconds, (r) => `ip:${r.ip}`);
-    if (!validate) return;
-    const hook: onRequestAsyncHookHandler = async (request) => validate(request);
+    if (settings.validatePerIp <= 0) return;
+    const check = fixedWindowLimiter(settings.validatePerIp, settings.windowSeconds * 1000);
+    const hook: onRequestHookHandler = (request, _reply, done) => {
+      // The address itself is the key (this limiter counts nothing else): no string built per request.
+      const retryAfter = check(request.ip ?? "");
+      done(retryAfter === undefined ? undefined : rateLimited(retryAfter));
+    };
     app.addHook("onRoute", (route) => {
       if (route.url !== VALIDATE_ROUTE || route.method !== "POST") return;
       const existing = route.onRequest;

@@ -88,10 +88,36 @@ export const problemSchema = z.object({
 const iso = (ms: number) => new Date(ms).toISOString();
 
 /**
+ * Views already built, per state object (states are immutable: a change makes a new one), with the span
+ * of `now` they hold for. Validation answers with the same session's view over and over; building it
+ * (three ISO dates and a 17-field object) cost more than the validation itself. Shared, so read-only.
+ */
+const builtViews = new WeakMap<ExistingSession, { view: SessionView; from: number; until: number }>();
+
+/**
  * A session whose deadline passed is reported as expired even before the scheduler records it: the view
- * tells the truth as of `now`.
+ * tells the truth as of `now`. The returned object may be shared between callers: do not modify it.
  */
 export function viewFromState(state: ExistingSession, now: number): SessionView {
+  const built = builtViews.get(state);
+  if (built !== undefined && now >= built.from && now < built.until) return built.view;
+  const view = Object.freeze(buildView(state, now));
+  builtViews.set(state, { view, ...viewSpan(state, now) });
+  return view;
+}
+
+/** The instants around `now` between which an (active) session's view stays the same. */
+function viewSpan(state: ExistingSession, now: number): { from: number; until: number } {
+  if (state.status !== "active") return { from: -Infinity, until: Infinity };
+  const idle = idleDeadline(state) ?? Infinity;
+  const firstDeadline = Math.min(state.expiresAt, idle);
+  // Not overdue yet; then overdue since the idle deadline; then (overdueInstant's order) since the absolute one.
+  if (now < firstDeadline) return { from: -Infinity, until: firstDeadline };
+  if (now < state.expiresAt) return { from: idle, until: state.expiresAt };
+  return { from: state.expiresAt, until: Infinity };
+}
+
+function buildView(state: ExistingSession, now: number): SessionView {
   const idle = idleDeadline(state);
   const overdueAt = state.status === "active" ? overdueInstant(state.expiresAt, idle, now) : undefined;
   return {

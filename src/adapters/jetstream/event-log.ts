@@ -11,7 +11,14 @@ import {
   type PubAck,
   type StoredMsg,
 } from "@nats-io/jetstream";
-import { delay, headers, type NatsConnection, RequestError, TimeoutError } from "@nats-io/transport-node";
+import {
+  delay,
+  headers,
+  type MsgHdrs,
+  type NatsConnection,
+  RequestError,
+  TimeoutError,
+} from "@nats-io/transport-node";
 import type { DomainEvent, EventMetadata, RecordedEvent, StreamName } from "../../domain/events.ts";
 import {
   type AppendOptions,
@@ -30,6 +37,7 @@ import {
 } from "../codec/event-codec.ts";
 import { assertAppendOptions, assertFollowOptions } from "../codec/event-log-guards.ts";
 import { ensureEventStream } from "./event-stream.ts";
+import { headerBlockMentions } from "./header-peek.ts";
 import { createEventSubjects } from "./subjects.ts";
 
 /**
@@ -65,6 +73,10 @@ export type JetStreamEventLogOptions = {
 const MSG_ID = "Nats-Msg-Id";
 const EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence";
 export const TRACEPARENT_HEADER = "traceparent";
+const TRACEPARENT_BYTES = new TextEncoder().encode(TRACEPARENT_HEADER);
+
+/** Messages decoded in a row while following before I/O callbacks get a turn. */
+const YIELD_EVERY = 128;
 
 const WRONG_LAST_SEQUENCE = 10071;
 const WRONG_LAST_SEQUENCE_UNKNOWN = 10164;
@@ -105,22 +117,37 @@ export async function createJetStreamEventLog(options: JetStreamEventLogOptions)
   };
   const fromStored = (m: StoredMsg) =>
     toRecorded(m.subject, m.seq, m.data, m.header?.get(TRACEPARENT_HEADER));
-  const fromJsMsg = (m: JsMsg) => toRecorded(m.subject, m.seq, m.data, m.headers?.get(TRACEPARENT_HEADER));
+  // Most events have no traceparent: peek before letting the client decode every header of the message.
+  const fromJsMsg = (m: JsMsg) =>
+    toRecorded(
+      m.subject,
+      m.seq,
+      m.data,
+      headerBlockMentions(m, TRACEPARENT_BYTES) === false ? undefined : m.headers?.get(TRACEPARENT_HEADER),
+    );
 
-  async function publish(subject: string, payload: Uint8Array, options: AppendOptions): Promise<PubAck> {
+  function publishHeaders(options: AppendOptions): MsgHdrs {
     const h = headers();
-    h.set(MSG_ID, options.messageId);
-    h.set(EXPECTED_LAST_SUBJECT_SEQUENCE, String(options.expectedVersion));
-    if (options.traceparent) h.set(TRACEPARENT_HEADER, options.traceparent);
+    // append, not set: the headers are new, and set() first searches them for the key to replace.
+    h.append(MSG_ID, options.messageId);
+    h.append(EXPECTED_LAST_SUBJECT_SEQUENCE, String(options.expectedVersion));
+    if (options.traceparent) h.append(TRACEPARENT_HEADER, options.traceparent);
+    return h;
+  }
+
+  /** Attempts after the first failed one, all with the same headers (and so the same Nats-Msg-Id). */
+  async function retryPublish(subject: string, payload: Uint8Array, h: MsgHdrs, failed: unknown) {
+    let error = failed;
     for (let attempt = 1; ; attempt++) {
+      // Same msg id on every attempt: if an earlier one was stored after all, the server answers with
+      // its position and duplicate: true, so the caller may see its own write reported as a duplicate.
+      if (attempt >= publishAttempts || !isRetryable(error)) throw error;
+      onPublishRetry?.(attempt, error);
+      await delay(Math.min(100 * 2 ** (attempt - 1), 1_000));
       try {
         return await js.publish(subject, payload, { headers: h, timeout: publishTimeoutMs });
-      } catch (error) {
-        // Same msg id on every attempt: if an earlier one was stored after all, the server answers with
-        // its position and duplicate: true, so the caller may see its own write reported as a duplicate.
-        if (attempt >= publishAttempts || !isRetryable(error)) throw error;
-        onPublishRetry?.(attempt, error);
-        await delay(Math.min(100 * 2 ** (attempt - 1), 1_000));
+      } catch (next) {
+        error = next;
       }
     }
   }
@@ -153,17 +180,28 @@ export async function createJetStreamEventLog(options: JetStreamEventLogOptions)
   }
 
   const log: EventLog = {
-    async append(stream: StreamName, event: DomainEvent, metadata: EventMetadata, options: AppendOptions) {
-      assertOpen();
-      assertAppendOptions(options);
-      const subject = subjects.subjectFor(stream);
-      const payload = encodeEvent(event, metadata);
+    // Not async: the first attempt is chained directly onto the publish (no extra async frames per
+    // append); the retry loop only runs after a failure.
+    append(stream: StreamName, event: DomainEvent, metadata: EventMetadata, options: AppendOptions) {
+      let subject: string;
+      let payload: Uint8Array;
+      let h: MsgHdrs;
       try {
-        const ack = await publish(subject, payload, options);
-        return { position: ack.seq, duplicate: ack.duplicate } satisfies AppendResult;
+        assertOpen();
+        assertAppendOptions(options);
+        subject = subjects.subjectFor(stream);
+        payload = encodeEvent(event, metadata);
+        h = publishHeaders(options);
       } catch (error) {
-        throw toConflict(error, options.expectedVersion) ?? error;
+        return Promise.reject(error);
       }
+      return js
+        .publish(subject, payload, { headers: h, timeout: publishTimeoutMs })
+        .then(appendResult, (error: unknown) =>
+          retryPublish(subject, payload, h, error).then(appendResult, (final: unknown) => {
+            throw toConflict(final, options.expectedVersion) ?? final;
+          }),
+        );
     },
 
     async readStream(stream: StreamName): Promise<StreamRead> {
@@ -225,6 +263,10 @@ export async function createJetStreamEventLog(options: JetStreamEventLogOptions)
               const ready = batch;
               batch = [];
               await handler(ready);
+            } else if (batch.length % YIELD_EVERY === 0) {
+              // Buffered messages arrive as microtasks, so decoding a large batch would hold off every
+              // I/O callback (a handler that applies the previous batch waits on Postgres meanwhile).
+              await new Promise(setImmediate);
             }
           }
           if (!stopped) throw new Error("The event log subscription ended (connection closed?)");
@@ -260,6 +302,10 @@ export async function createJetStreamEventLog(options: JetStreamEventLogOptions)
     },
   };
   return log;
+}
+
+function appendResult(ack: PubAck): AppendResult {
+  return { position: ack.seq, duplicate: ack.duplicate };
 }
 
 function isRetryable(error: unknown): boolean {

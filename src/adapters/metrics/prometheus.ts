@@ -1,8 +1,10 @@
-import type { FastifyInstance } from "fastify";
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
 import type { CommandObserver } from "../../app/command-handler.ts";
 import type { SessionReadModel, ValidationReplica } from "../../app/ports.ts";
 import type { Clock, EventLog } from "../../domain/ports.ts";
+import { onEachResponse } from "../http/request-lifecycle.ts";
+import { createLatencyHistogram, type HistogramCell } from "./latency-histogram.ts";
 
 export type MetricsDeps = {
   log: EventLog;
@@ -31,19 +33,49 @@ export function createPrometheusMetrics(deps: MetricsDeps) {
     labelNames: ["stream"] as const,
     registers: [registry],
   });
-  const validations = new Counter({
+  // Counted in a plain map on the validation path and handed to the counter when scraped.
+  const outcomes = new Map<string, number>();
+  new Counter({
     name: "tessera_validations_total",
     help: "Token validations by outcome",
     labelNames: ["outcome"] as const,
     registers: [registry],
+    collect() {
+      for (const [outcome, count] of outcomes) this.inc({ outcome }, count);
+      outcomes.clear();
+    },
   });
-  const httpDuration = new Histogram({
+  const httpDuration = createLatencyHistogram({
     name: "tessera_http_request_duration_seconds",
     help: "HTTP request latency by route pattern and status class",
     labelNames: ["method", "route", "status"] as const,
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
-    registers: [registry],
+    registry,
   });
+  // route → method → status class (1xx..5xx, index 1..5) → cell; the label sets are closed.
+  const latencyCells = new Map<string, Map<string, HistogramCell[]>>();
+  function latencyCell(method: string, route: string, statusClass: number): HistogramCell {
+    let byMethod = latencyCells.get(route);
+    if (!byMethod) {
+      byMethod = new Map();
+      latencyCells.set(route, byMethod);
+    }
+    let byStatus = byMethod.get(method);
+    if (!byStatus) {
+      byStatus = [];
+      byMethod.set(method, byStatus);
+    }
+    let cell = byStatus[statusClass];
+    if (!cell) {
+      cell = httpDuration.cell({ method, route, status: `${statusClass}xx` });
+      byStatus[statusClass] = cell;
+    }
+    return cell;
+  }
+  const observeLatency = (request: FastifyRequest, reply: FastifyReply) => {
+    const route = request.routeOptions.url ?? "unmatched";
+    latencyCell(request.method, route, Math.floor(reply.statusCode / 100)).observe(reply.elapsedTime / 1000);
+  };
   new Gauge({
     name: "tessera_validation_view_sessions",
     help: "Sessions held in this instance's in-memory validation view",
@@ -78,16 +110,12 @@ export function createPrometheusMetrics(deps: MetricsDeps) {
   return {
     registry,
     observer,
-    validationOutcome: (outcome: string) => validations.inc({ outcome }),
+    validationOutcome: (outcome: string) => {
+      outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
+    },
     /** Registers GET /metrics and the latency hook on the HTTP app. */
     plugin(app: FastifyInstance) {
-      app.addHook("onResponse", async (request, reply) => {
-        const route = request.routeOptions.url ?? "unmatched";
-        httpDuration.observe(
-          { method: request.method, route, status: `${Math.floor(reply.statusCode / 100)}xx` },
-          reply.elapsedTime / 1000,
-        );
-      });
+      onEachResponse(app, observeLatency);
       app.get("/metrics", { schema: { hide: true } }, async (_request, reply) => {
         reply.type(registry.contentType);
         return registry.metrics();

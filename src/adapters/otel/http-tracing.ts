@@ -1,8 +1,17 @@
 import type { Span } from "@opentelemetry/api";
 import type { FastifyInstance, FastifyRequest } from "fastify";
-import { contextFromTraceparent, SpanKind, traceparentOf, tracer } from "../../app/tracing.ts";
+import {
+  contextFromTraceparent,
+  SpanKind,
+  traceparentOf,
+  tracer,
+  tracingEnabled,
+} from "../../app/tracing.ts";
+import { onEachRequest, onEachResponse } from "../http/request-lifecycle.ts";
 
 const spans = new WeakMap<FastifyRequest, Span>();
+/** Spans started and not ended yet: while none are, responses need no lookup. */
+let open = 0;
 
 function incomingTraceparent(request: FastifyRequest): string | undefined {
   const header = request.headers.traceparent;
@@ -11,10 +20,12 @@ function incomingTraceparent(request: FastifyRequest): string | undefined {
 
 /**
  * One server span per request, child of the caller's `traceparent`. Attributes are the method, the route
- * pattern and the status — never the URL's query, headers or body, which may hold tokens.
+ * pattern and the status — never the URL's query, headers or body, which may hold tokens. Without an
+ * OpenTelemetry SDK no span is made at all (the caller's traceparent still passes through to commands).
  */
 export function httpTracingPlugin(app: FastifyInstance) {
-  app.addHook("onRequest", async (request) => {
+  onEachRequest(app, (request) => {
+    if (!tracingEnabled()) return;
     const route = request.routeOptions.url ?? "unmatched";
     const span = tracer.startSpan(
       `${request.method} ${route}`,
@@ -22,10 +33,14 @@ export function httpTracingPlugin(app: FastifyInstance) {
       contextFromTraceparent(incomingTraceparent(request)),
     );
     spans.set(request, span);
+    open++;
   });
-  app.addHook("onResponse", async (request, reply) => {
+  onEachResponse(app, (request, reply) => {
+    if (open === 0) return;
     const span = spans.get(request);
     if (!span) return;
+    spans.delete(request);
+    open--;
     span.setAttribute("http.response.status_code", reply.statusCode);
     span.end();
   });

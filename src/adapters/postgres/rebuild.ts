@@ -74,7 +74,7 @@ let counter = 0;
 
 export async function rebuildProjection(options: RebuildOptions): Promise<RebuildResult> {
   const { db, log, projection } = options;
-  const batchSize = options.batchSize ?? 1_000;
+  const batchSize = options.batchSize ?? 2_000;
   const live = await currentSchema(db);
   const schema = `rebuild_${projection.name}_${Date.now().toString(36)}${(counter++).toString(36)}`;
   await createShadowTables(db, live, schema, projection);

@@ -1,11 +1,11 @@
-import type { FastifyInstance, FastifyRequest } from "fastify";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
 import { can, canActOn, isAdmin, type Permission, type Principal } from "../../../app/access.ts";
 import type { CommandContext } from "../../../app/command-handler.ts";
 import type { SessionReadModel } from "../../../app/ports.ts";
 import type { SessionService } from "../../../app/session-service.ts";
-import type { Validator } from "../../../app/validator.ts";
+import type { RequestFacts, Validator } from "../../../app/validator.ts";
 import { sessionNotFound } from "../../../domain/errors.ts";
 import type { Clock, IdGenerator } from "../../../domain/ports.ts";
 import type { ExistingSession } from "../../../domain/session-state.ts";
@@ -13,6 +13,8 @@ import type { ValidationEntry } from "../../../projections/validation-entry.ts";
 import type { Authenticate } from "../authenticate.ts";
 import { requestFacts } from "../authenticate.ts";
 import { commandContext, idempotencyKeyOf, principalKey } from "../command-context.ts";
+import { compiledSerializer } from "../compiled-serializer.ts";
+import { quickValidator } from "../quick-validator.ts";
 import { accessDenied, HttpProblem, unauthorized } from "../problem.ts";
 import {
   createSessionBody,
@@ -85,6 +87,7 @@ export function registerSessionRoutes(fastify: FastifyInstance, deps: SessionRou
   app.post(
     "/v1/sessions",
     {
+      serializerCompiler: compiledSerializer,
       schema: {
         summary: "Create a session",
         body: createSessionBody,
@@ -210,6 +213,8 @@ export function registerSessionRoutes(fastify: FastifyInstance, deps: SessionRou
   app.post(
     "/v1/sessions/validate",
     {
+      serializerCompiler: compiledSerializer,
+      validatorCompiler: quickValidator,
       schema: {
         summary: "Is this session token valid now?",
         body: validateBody,
@@ -228,32 +233,68 @@ export function registerSessionRoutes(fastify: FastifyInstance, deps: SessionRou
         },
       },
     },
-    async (request, reply) => {
+    (request, reply) => {
       const body = request.body ?? {};
       const token = body.token ?? bearerOf(request);
-      if (token === undefined) return reply.code(401).send({ valid: false as const, reason: "malformed" });
       const facts = {
         ip: body.client_ip ?? request.ip,
         userAgent: body.user_agent ?? requestFacts(request).userAgent,
       };
-      const outcome = await deps.validator.validate(token, facts);
-      if (!outcome.valid) return reply.code(401).send({ valid: false as const, reason: outcome.reason });
-      if (body.jwt !== undefined) {
-        const verdict = deps.checkJwtClaims
-          ? await deps.checkJwtClaims(outcome.entry, body.jwt, facts)
-          : { ok: false as const, reason: "malformed" };
-        if (!verdict.ok) return reply.code(401).send({ valid: false as const, reason: verdict.reason });
+      // Memory answers almost every validation, and then this whole request runs synchronously (no
+      // promise per step); anything that needs I/O continues asynchronously.
+      const outcome = token === undefined ? MALFORMED : deps.validator.validateCached(token, facts);
+      if (outcome === undefined) return validateSlowly(token as string, facts, body.jwt, reply);
+      if (!outcome.valid) {
+        reply.code(401).send(refusal(outcome.reason));
+        return;
       }
-      const session = await service.getAtLeast(outcome.entry.sessionId, outcome.entry.position);
-      if (!session) return reply.code(401).send({ valid: false as const, reason: "not_found" });
-      const e = outcome.entry;
-      return {
-        valid: true as const,
-        session: view(session),
-        user: { id: e.userId, username: e.username, roles: e.roles, groups: e.groups },
-      };
+      if (body.jwt !== undefined) return answerValid(outcome.entry, facts, body.jwt, reply);
+      const session = service.cachedAtLeast(outcome.entry.sessionId, outcome.entry.position);
+      if (session === undefined) return answerValid(outcome.entry, facts, undefined, reply);
+      reply.send(validAnswer(outcome.entry, session));
     },
   );
+
+  async function validateSlowly(
+    token: string,
+    facts: RequestFacts,
+    jwt: string | undefined,
+    reply: FastifyReply,
+  ): Promise<void> {
+    const outcome = await deps.validator.validate(token, facts);
+    if (!outcome.valid) {
+      reply.code(401).send(refusal(outcome.reason));
+      return;
+    }
+    await answerValid(outcome.entry, facts, jwt, reply);
+  }
+
+  /** A valid token's answer once the IdP token (if any) agrees and the session's state is at hand. */
+  async function answerValid(
+    entry: ValidationEntry,
+    facts: RequestFacts,
+    jwt: string | undefined,
+    reply: FastifyReply,
+  ): Promise<void> {
+    if (jwt !== undefined) {
+      const verdict = deps.checkJwtClaims
+        ? await deps.checkJwtClaims(entry, jwt, facts)
+        : { ok: false as const, reason: "malformed" };
+      if (!verdict.ok) {
+        reply.code(401).send(refusal(verdict.reason));
+        return;
+      }
+    }
+    const session = await service.getAtLeast(entry.sessionId, entry.position);
+    if (!session) reply.code(401).send(refusal("not_found"));
+    else reply.send(validAnswer(entry, session));
+  }
+
+  const validAnswer = (e: ValidationEntry, session: ExistingSession) => ({
+    valid: true as const,
+    session: view(session),
+    user: { id: e.userId, username: e.username, roles: e.roles, groups: e.groups },
+  });
 
   app.post(
     "/v1/sessions/cleanup",
@@ -292,7 +333,10 @@ export function registerSessionRoutes(fastify: FastifyInstance, deps: SessionRou
 
   app.get(
     "/v1/sessions/:id",
-    { schema: { summary: "One session", params: sessionIdParams, response: { 200: sessionView } } },
+    {
+      serializerCompiler: compiledSerializer,
+      schema: { summary: "One session", params: sessionIdParams, response: { 200: sessionView } },
+    },
     async (request) => {
       const principal = await requirePrincipal(request);
       return view(await loadOwned(principal, request.params.id, "sessions:read"));
@@ -383,6 +427,9 @@ export function registerSessionRoutes(fastify: FastifyInstance, deps: SessionRou
     },
   );
 }
+
+const refusal = (reason: string) => ({ valid: false as const, reason });
+const MALFORMED = { valid: false as const, reason: "malformed" };
 
 function bearerOf(request: FastifyRequest): string | undefined {
   const header = request.headers.authorization;
