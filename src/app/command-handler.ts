@@ -44,6 +44,16 @@ export type HandleResult<State> = {
 
 type Cached<State> = { state: State; version: number };
 
+export type HandleOptions = {
+  /**
+   * The stream is known not to exist yet (its id was generated for this command, e.g. a fresh UUIDv7):
+   * decide on the initial state and append with expected version 0 without reading the log first. If it
+   * does exist after all, the append meets a version conflict and the command re-reads and decides again
+   * like any other conflict.
+   */
+  newStream?: boolean;
+};
+
 /** Told about appends and version conflicts, for metrics. */
 export type CommandObserver = {
   appended(eventType: DomainEvent["type"]): void;
@@ -91,8 +101,11 @@ export function createCommandHandler<
     stream: StreamName,
     buildCommand: (now: number, state: State) => Command,
     context: CommandContext,
+    options: HandleOptions,
   ): Promise<HandleResult<State>> {
-    let current = cache.get(stream) ?? (await load(stream));
+    let current =
+      cache.get(stream) ??
+      (options.newStream === true ? { state: decider.initialState(), version: 0 } : await load(stream));
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       const now = clock.now();
       const command = buildCommand(now, current.state);
@@ -164,6 +177,7 @@ export function createCommandHandler<
       stream: StreamName,
       buildCommand: (now: number, state: State) => Command,
       context: CommandContext,
+      options: HandleOptions = {},
     ): Promise<HandleResult<State>> {
       return inSpan(
         `command ${stream.category}`,
@@ -171,7 +185,7 @@ export function createCommandHandler<
         { "tessera.stream.category": stream.category, "tessera.source": context.source },
         (traceparent, span) =>
           mutex.run(streamKey(stream), async () => {
-            const result = await handleUnlocked(stream, buildCommand, { ...context, traceparent });
+            const result = await handleUnlocked(stream, buildCommand, { ...context, traceparent }, options);
             span.setAttribute("tessera.events_appended", result.appended.length);
             span.setAttribute("tessera.duplicate", result.duplicate);
             return result;

@@ -27,7 +27,12 @@ import {
   type UserState,
 } from "../domain/user-decider.ts";
 import { validationEntryFromState } from "../projections/validation-entry.ts";
-import { type CommandContext, type CommandObserver, createCommandHandler } from "./command-handler.ts";
+import {
+  type CommandContext,
+  type CommandObserver,
+  createCommandHandler,
+  type HandleOptions,
+} from "./command-handler.ts";
 import type { SessionPolicy } from "./policy.ts";
 import type { SessionReadModel, ValidationReplica, ValidationStore } from "./ports.ts";
 import { createWithinLimit, type SessionLimiter } from "./session-limit.ts";
@@ -121,8 +126,9 @@ export function createSessionService(deps: SessionServiceDeps) {
     sessionId: string,
     build: (now: number, state: SessionState) => SessionCommand,
     context: CommandContext,
+    options?: HandleOptions,
   ) {
-    const result = await sessions.handle(sessionStream(sessionId), build, context);
+    const result = await sessions.handle(sessionStream(sessionId), build, context, options);
     publishLocally(result.state, result.version);
     if (result.appended.length > 0 && isEnded(result.state)) await writeThrough(result.state, result.version);
     return result;
@@ -218,6 +224,8 @@ export function createSessionService(deps: SessionServiceDeps) {
             },
           }),
           context,
+          // The id was generated just above: no stream to read (a conflict would re-read anyway).
+          { newStream: true },
         );
       const result = await createWithinLimit(deps.limiter, {
         userId: input.userId,

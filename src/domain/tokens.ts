@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 
 /**
  * Bearer secrets. A session token is `tss_<sessionId>_<secret>`, a refresh token `tsr_<sessionId>_<secret>`;
@@ -53,7 +53,8 @@ export function looksLikeToken(value: string): boolean {
 }
 
 export function hashSecret(secret: string): string {
-  return createHash("sha256").update(secret).digest("base64url");
+  // One-shot: the same digest without a Hash object per call (this runs on every create and login).
+  return hash("sha256", secret, "base64url");
 }
 
 /**

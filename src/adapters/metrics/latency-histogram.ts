@@ -23,6 +23,8 @@ type ExportedValue = {
   sharedLabels: Record<string, string>;
   value: number;
   metricName: string;
+  /** As prom-client reports buckets without exemplars. */
+  exemplar?: null;
 };
 
 export function createLatencyHistogram<L extends string>(options: {
@@ -69,10 +71,17 @@ export function createLatencyHistogram<L extends string>(options: {
           sharedLabels: s.labels,
           value: cumulative,
           metricName: `${name}_bucket`,
+          exemplar: null,
         });
       }
       values.push(
-        { labels: { le: "+Inf" }, sharedLabels: s.labels, value: s.count, metricName: `${name}_bucket` },
+        {
+          labels: { le: "+Inf" },
+          sharedLabels: s.labels,
+          value: s.count,
+          metricName: `${name}_bucket`,
+          exemplar: null,
+        },
         { labels: {}, sharedLabels: s.labels, value: s.sum, metricName: `${name}_sum` },
         { labels: {}, sharedLabels: s.labels, value: s.count, metricName: `${name}_count` },
       );

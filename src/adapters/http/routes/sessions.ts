@@ -14,8 +14,8 @@ import type { Authenticate } from "../authenticate.ts";
 import { requestFacts } from "../authenticate.ts";
 import { commandContext, idempotencyKeyOf, principalKey } from "../command-context.ts";
 import { compiledSerializer } from "../compiled-serializer.ts";
-import { quickValidator } from "../quick-validator.ts";
 import { accessDenied, HttpProblem, unauthorized } from "../problem.ts";
+import { quickValidator } from "../quick-validator.ts";
 import {
   createSessionBody,
   listQuery,
