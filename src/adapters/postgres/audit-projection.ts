@@ -1,10 +1,10 @@
 import type { Insertable, Kysely, Transaction } from "kysely";
 import type { RecordedEvent } from "../../domain/events.ts";
 import { type AuditRow, auditRowOf, ownerLookupFor } from "../../projections/audit-row.ts";
-import { CheckpointConflictError, type ProjectionTarget } from "../../projections/runner.ts";
+import type { ProjectionTarget } from "../../projections/runner.ts";
 import type { AuditEventsTable } from "./audit-schema.ts";
+import { createCheckpointedProjection } from "./checkpointed-projection.ts";
 import type { Database } from "./schema.ts";
-import { lockCheckpoint, readCheckpoint } from "./session-projection.ts";
 
 export const AUDIT_PROJECTION_NAME = "audit";
 
@@ -25,43 +25,16 @@ export function createAuditProjection(
   db: Kysely<Database>,
   options: { name?: string | undefined } = {},
 ): ProjectionTarget {
-  const name = options.name ?? AUDIT_PROJECTION_NAME;
-  let expected: number | undefined;
-
-  return {
-    name,
-    async checkpoint() {
-      const position = await readCheckpoint(db, name);
-      expected = position;
-      return position;
-    },
-    async applyBatch(batch) {
-      if (batch.length === 0) return;
-      expected = await db.transaction().execute(async (trx) => {
-        const stored = await lockCheckpoint(trx, name);
-        if (expected !== undefined && stored !== expected) {
-          throw new CheckpointConflictError(name, expected, stored);
-        }
-        const fresh = batch.filter((event) => event.position > stored);
-        if (fresh.length === 0) return stored;
-        const rows = await auditRows(trx, fresh);
-        for (let i = 0; i < rows.length; i += INSERT_CHUNK) {
-          await trx
-            .insertInto("audit_events")
-            .values(rows.slice(i, i + INSERT_CHUNK).map(toDb))
-            .onConflict((oc) => oc.column("position").doNothing())
-            .execute();
-        }
-        const last = fresh.reduce((max, event) => Math.max(max, event.position), stored);
-        await trx
-          .updateTable("projection_checkpoints")
-          .set({ position: last, updated_at: new Date() })
-          .where("name", "=", name)
-          .execute();
-        return last;
-      });
-    },
-  };
+  return createCheckpointedProjection(db, options.name ?? AUDIT_PROJECTION_NAME, async (trx, fresh) => {
+    const rows = await auditRows(trx, fresh);
+    for (let i = 0; i < rows.length; i += INSERT_CHUNK) {
+      await trx
+        .insertInto("audit_events")
+        .values(rows.slice(i, i + INSERT_CHUNK).map(toDb))
+        .onConflict((oc) => oc.column("position").doNothing())
+        .execute();
+    }
+  });
 }
 
 async function auditRows(trx: Transaction<Database>, events: RecordedEvent[]): Promise<AuditRow[]> {

@@ -1,9 +1,10 @@
 import { type Kysely, sql, type Transaction } from "kysely";
 import type { SessionRow } from "../../app/ports.ts";
 import { isSessionEvent, type RecordedEvent, type SessionEvent } from "../../domain/events.ts";
-import { CheckpointConflictError, type ProjectionTarget } from "../../projections/runner.ts";
+import type { ProjectionTarget } from "../../projections/runner.ts";
 import { evolveSessionRow, idleTimeoutMs } from "../../projections/session-row.ts";
 import { plainArray, textArray } from "./array-literal.ts";
+import { createCheckpointedProjection } from "./checkpointed-projection.ts";
 import type { Database } from "./schema.ts";
 import { rowFromDb, SESSION_PROJECTION_NAME } from "./session-columns.ts";
 
@@ -20,37 +21,9 @@ export function createSessionProjection(
   db: Kysely<Database>,
   options: { name?: string | undefined } = {},
 ): ProjectionTarget {
-  const name = options.name ?? SESSION_PROJECTION_NAME;
-  // The checkpoint as this runner last saw it; undefined until it has looked (then the stored one is taken).
-  let expected: number | undefined;
-
-  return {
-    name,
-    async checkpoint() {
-      const position = await readCheckpoint(db, name);
-      expected = position;
-      return position;
-    },
-    async applyBatch(batch) {
-      if (batch.length === 0) return;
-      expected = await db.transaction().execute(async (trx) => {
-        const stored = await lockCheckpoint(trx, name);
-        if (expected !== undefined && stored !== expected) {
-          throw new CheckpointConflictError(name, expected, stored);
-        }
-        const fresh = batch.filter((event) => event.position > stored);
-        if (fresh.length === 0) return stored;
-        await applySessionEvents(trx, fresh.filter(isRecordedSessionEvent));
-        const last = fresh.reduce((max, event) => Math.max(max, event.position), stored);
-        await trx
-          .updateTable("projection_checkpoints")
-          .set({ position: last, updated_at: new Date() })
-          .where("name", "=", name)
-          .execute();
-        return last;
-      });
-    },
-  };
+  return createCheckpointedProjection(db, options.name ?? SESSION_PROJECTION_NAME, (trx, fresh) =>
+    applySessionEvents(trx, fresh.filter(isRecordedSessionEvent)),
+  );
 }
 
 function isRecordedSessionEvent(event: RecordedEvent): event is RecordedEvent<SessionEvent> {
@@ -196,35 +169,4 @@ function upsert(trx: Transaction<Database>, rows: SessionRow[]) {
         .whereRef("sessions.last_position", "<", "excluded.last_position"),
     )
     .execute();
-}
-
-export async function readCheckpoint(db: Kysely<Database>, name: string): Promise<number> {
-  const row = await db
-    .selectFrom("projection_checkpoints")
-    .select("position")
-    .where("name", "=", name)
-    .executeTakeFirst();
-  return row ? Number(row.position) : 0;
-}
-
-/** The stored checkpoint, locked until the transaction ends; created at 0 the first time. */
-export async function lockCheckpoint(trx: Transaction<Database>, name: string): Promise<number> {
-  const select = () =>
-    trx
-      .selectFrom("projection_checkpoints")
-      .select("position")
-      .where("name", "=", name)
-      .forUpdate()
-      .executeTakeFirst();
-  let row = await select();
-  if (!row) {
-    await trx
-      .insertInto("projection_checkpoints")
-      .values({ name, position: 0, updated_at: new Date() })
-      .onConflict((oc) => oc.column("name").doNothing())
-      .execute();
-    row = await select();
-  }
-  if (!row) throw new Error(`Projection ${name}: checkpoint row missing`);
-  return Number(row.position);
 }
