@@ -230,6 +230,13 @@ describe("latency histogram", () => {
     );
     expect(await ours.metrics()).toBe(await theirs.metrics());
     expect(await ours.getMetricsAsJSON()).toEqual(await theirs.getMetricsAsJSON());
+
+    // After a reset only what is observed again is listed.
+    ours.resetMetrics();
+    theirs.resetMetrics();
+    cells[1]?.observe(0.5);
+    reference.observe(labelSets[1] as (typeof labelSets)[number], 0.5);
+    expect(await ours.metrics()).toBe(await theirs.metrics());
   });
 });
 

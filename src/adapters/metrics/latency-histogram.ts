@@ -16,6 +16,8 @@ type Series = {
   counts: number[];
   sum: number;
   count: number;
+  /** In the exported series (from the first observation until a reset). */
+  listed: boolean;
 };
 
 type ExportedValue = {
@@ -36,26 +38,33 @@ export function createLatencyHistogram<L extends string>(options: {
 }) {
   const { name, help, labelNames } = options;
   const bounds = [...options.buckets].sort((a, b) => a - b);
+  /** Every label set a cell was made for, by label values. */
+  const cells = new Map<string, Series>();
+  /** The exported series, in order of first observation (as prom-client lists them). */
   const series = new Map<string, Series>();
 
   function cell(labels: Record<L, string>): HistogramCell {
-    const ordered: Record<string, string> = {};
-    for (const label of labelNames) ordered[label] = labels[label];
     const key = JSON.stringify(labelNames.map((label) => labels[label]));
-    let found = series.get(key);
-    if (!found) {
-      found = { labels: ordered, counts: new Array(bounds.length + 1).fill(0), sum: 0, count: 0 };
-      series.set(key, found);
+    let s = cells.get(key);
+    if (!s) {
+      const ordered: Record<string, string> = {};
+      for (const label of labelNames) ordered[label] = labels[label];
+      s = { labels: ordered, counts: new Array(bounds.length + 1).fill(0), sum: 0, count: 0, listed: false };
+      cells.set(key, s);
     }
-    const s = found;
+    const own = s;
     return {
       observe(value) {
         if (!Number.isFinite(value)) throw new TypeError(`Value is not a valid number: ${value}`);
+        if (!own.listed) {
+          own.listed = true;
+          series.set(key, own);
+        }
         let i = 0;
         while (i < bounds.length && value > (bounds[i] as number)) i++;
-        s.counts[i] = (s.counts[i] as number) + 1;
-        s.sum += value;
-        s.count++;
+        own.counts[i] = (own.counts[i] as number) + 1;
+        own.sum += value;
+        own.count++;
       },
     };
   }
@@ -106,12 +115,14 @@ export function createLatencyHistogram<L extends string>(options: {
       return { name, help, type: "histogram", aggregator: "sum", values };
     },
     reset() {
-      // In place: cells handed out keep observing into the same series.
+      // As prom-client: every series disappears until observed again (cells handed out stay valid).
       for (const s of series.values()) {
         s.counts.fill(0);
         s.sum = 0;
         s.count = 0;
+        s.listed = false;
       }
+      series.clear();
     },
   };
   options.registry.registerMetric(metric as unknown as Metric);
