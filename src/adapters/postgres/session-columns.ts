@@ -1,6 +1,5 @@
-import type { ExpressionBuilder, Insertable, Selectable } from "kysely";
+import type { ExpressionBuilder, Selectable } from "kysely";
 import type { SessionRow } from "../../app/ports.ts";
-import { idleTimeoutMs } from "../../projections/session-row.ts";
 import type { Database, SessionsTable } from "./schema.ts";
 
 /** Mapping between the `sessions` table and SessionRow, and the read model's notion of "live". */
@@ -27,30 +26,6 @@ export function rowFromDb(r: Selectable<SessionsTable>): SessionRow {
     endReason: r.end_reason,
     metadata: r.metadata,
     lastPosition: Number(r.last_position),
-  };
-}
-
-export function rowToDb(row: SessionRow): Insertable<SessionsTable> {
-  return {
-    id: row.id,
-    user_id: row.userId,
-    username: row.username,
-    kind: row.kind,
-    status: row.status,
-    roles: JSON.stringify(row.roles),
-    groups: JSON.stringify(row.groups),
-    client: row.client,
-    ip_address: row.ipAddress,
-    user_agent: row.userAgent,
-    created_at: row.createdAt,
-    last_activity_at: row.lastActivityAt,
-    expires_at: row.expiresAt,
-    idle_timeout_seconds: Math.round(idleTimeoutMs(row) / 1000),
-    idle_expires_at: row.idleExpiresAt,
-    ended_at: row.endedAt,
-    end_reason: row.endReason,
-    metadata: JSON.stringify(row.metadata),
-    last_position: row.lastPosition,
   };
 }
 
