@@ -1,7 +1,7 @@
-import type { Kysely, Transaction } from "kysely";
+import type { Kysely } from "kysely";
 import type { IdpSessionIndex } from "../../app/idp-ports.ts";
-import type { RecordedEvent } from "../../domain/events.ts";
-import { CheckpointConflictError, type ProjectionTarget } from "../../projections/runner.ts";
+import type { ProjectionTarget } from "../../projections/runner.ts";
+import { createCheckpointedProjection, readCheckpoint } from "./checkpointed-projection.ts";
 import type { Database } from "./schema.ts";
 
 /**
@@ -20,8 +20,6 @@ interface IdpSessionsTable {
   created_at: Date;
 }
 
-type IdpDatabase = Database & { idp_sessions: IdpSessionsTable };
-
 const withIdp = (db: Kysely<Database>) => db.withTables<{ idp_sessions: IdpSessionsTable }>();
 
 export function createIdpSessionIndex(db: Kysely<Database>): IdpSessionIndex {
@@ -35,86 +33,29 @@ export function createIdpSessionIndex(db: Kysely<Database>): IdpSessionIndex {
         .execute();
       return rows.map((row) => ({ sessionId: row.session_id, userId: row.user_id }));
     },
-    checkpoint: () => readCheckpoint(idp),
+    checkpoint: () => readCheckpoint(db, IDP_SESSION_PROJECTION),
   };
 }
 
 /** The projection that keeps `idp_sessions`: one transaction per batch with its checkpoint. */
 export function createIdpSessionProjection(db: Kysely<Database>): ProjectionTarget {
-  const idp = withIdp(db);
-  let expected: number | undefined;
-  return {
-    name: IDP_SESSION_PROJECTION,
-    async checkpoint() {
-      expected = await readCheckpoint(idp);
-      return expected;
-    },
-    async applyBatch(batch: RecordedEvent[]) {
-      if (batch.length === 0) return;
-      expected = await idp.transaction().execute(async (trx) => {
-        const stored = await lockCheckpoint(trx);
-        if (expected !== undefined && stored !== expected) {
-          throw new CheckpointConflictError(IDP_SESSION_PROJECTION, expected, stored);
-        }
-        let last = stored;
-        const rows: IdpSessionsTable[] = [];
-        for (const event of batch) {
-          if (event.position <= stored) continue;
-          last = Math.max(last, event.position);
-          if (event.type === "SessionCreated" && event.data.idpSessionId !== undefined) {
-            rows.push({
-              session_id: event.data.sessionId,
-              idp_session_id: event.data.idpSessionId,
-              user_id: event.data.userId,
-              created_at: new Date(event.data.createdAt),
-            });
-          }
-        }
-        if (last === stored) return stored;
-        if (rows.length > 0) {
-          await trx
-            .insertInto("idp_sessions")
-            .values(rows)
-            .onConflict((oc) => oc.column("session_id").doNothing())
-            .execute();
-        }
-        await trx
-          .updateTable("projection_checkpoints")
-          .set({ position: last, updated_at: new Date() })
-          .where("name", "=", IDP_SESSION_PROJECTION)
-          .execute();
-        return last;
-      });
-    },
-  };
-}
-
-async function readCheckpoint(db: Kysely<IdpDatabase>): Promise<number> {
-  const row = await db
-    .selectFrom("projection_checkpoints")
-    .select("position")
-    .where("name", "=", IDP_SESSION_PROJECTION)
-    .executeTakeFirst();
-  return row ? Number(row.position) : 0;
-}
-
-async function lockCheckpoint(trx: Transaction<IdpDatabase>): Promise<number> {
-  const select = () =>
-    trx
-      .selectFrom("projection_checkpoints")
-      .select("position")
-      .where("name", "=", IDP_SESSION_PROJECTION)
-      .forUpdate()
-      .executeTakeFirst();
-  let row = await select();
-  if (!row) {
-    await trx
-      .insertInto("projection_checkpoints")
-      .values({ name: IDP_SESSION_PROJECTION, position: 0, updated_at: new Date() })
-      .onConflict((oc) => oc.column("name").doNothing())
+  return createCheckpointedProjection(db, IDP_SESSION_PROJECTION, async (trx, fresh) => {
+    const rows: IdpSessionsTable[] = [];
+    for (const event of fresh) {
+      if (event.type === "SessionCreated" && event.data.idpSessionId !== undefined) {
+        rows.push({
+          session_id: event.data.sessionId,
+          idp_session_id: event.data.idpSessionId,
+          user_id: event.data.userId,
+          created_at: new Date(event.data.createdAt),
+        });
+      }
+    }
+    if (rows.length === 0) return;
+    await withIdp(trx)
+      .insertInto("idp_sessions")
+      .values(rows)
+      .onConflict((oc) => oc.column("session_id").doNothing())
       .execute();
-    row = await select();
-  }
-  if (!row) throw new Error(`Projection ${IDP_SESSION_PROJECTION}: checkpoint row missing`);
-  return Number(row.position);
+  });
 }
