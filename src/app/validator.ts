@@ -156,14 +156,8 @@ export function createValidator(deps: ValidatorDeps) {
     ): Promise<ValidationOutcome> {
       if (!isUuid(sessionId)) return { valid: false, reason: "malformed" };
       const now = clock.now();
-      let entry = replica.getSession(sessionId);
-      if (!entry) {
-        if (!plausibleId(sessionId, now)) return { valid: false, reason: "not_found" };
-        entry = (await deps.store.getSession(sessionId)) ?? (await deps.foldSession(sessionId));
-        if (!entry) return { valid: false, reason: "not_found" };
-        replica.offerSession(entry);
-      }
-      return judgeEntry(entry, facts, now, options.touch ?? true);
+      const entry = await lookUp(sessionId, now);
+      return entry ? judgeEntry(entry, facts, now, options.touch ?? true) : NOT_FOUND;
     },
 
     /** The memory-only path: undefined means the replica does not know the session yet. Not counted in metrics. */
@@ -195,14 +189,18 @@ export function createValidator(deps: ValidatorDeps) {
     if (!parsed) return MALFORMED;
     const now = clock.now();
     const secretHash = hash("sha256", parsed.secret, "base64url");
-    let entry = replica.getSession(parsed.sessionId);
-    if (!entry) {
-      if (!plausibleId(parsed.sessionId, now)) return NOT_FOUND;
-      entry = (await deps.store.getSession(parsed.sessionId)) ?? (await deps.foldSession(parsed.sessionId));
-      if (!entry) return NOT_FOUND;
-      replica.offerSession(entry);
-    }
-    return judge(entry, secretHash, facts, now);
+    const entry = await lookUp(parsed.sessionId, now);
+    return entry ? judge(entry, secretHash, facts, now) : NOT_FOUND;
+  }
+
+  /** This instance's memory, else the shared store, else the session's own stream (offered to memory). */
+  async function lookUp(sessionId: string, now: number): Promise<ValidationEntry | undefined> {
+    const cached = replica.getSession(sessionId);
+    if (cached) return cached;
+    if (!plausibleId(sessionId, now)) return undefined;
+    const entry = (await deps.store.getSession(sessionId)) ?? (await deps.foldSession(sessionId));
+    if (entry) replica.offerSession(entry);
+    return entry;
   }
 }
 
