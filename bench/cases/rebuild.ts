@@ -4,6 +4,7 @@ import { connectNats } from "../../src/adapters/jetstream/connection.ts";
 import { createJetStreamEventLog } from "../../src/adapters/jetstream/event-log.ts";
 import { openDatabase } from "../../src/adapters/postgres/database.ts";
 import type { Database } from "../../src/adapters/postgres/schema.ts";
+import { SESSION_COLUMNS } from "../../src/adapters/postgres/session-columns.ts";
 import { createSessionProjection } from "../../src/adapters/postgres/session-projection.ts";
 import { sessionStream } from "../../src/domain/events.ts";
 import { CATCH_UP_BATCH_SIZE, catchUp } from "../../src/projections/runner.ts";
@@ -20,27 +21,7 @@ const VALUES_CHUNK = 500;
 const UNNEST_CHUNK = 1_000;
 const TARGET: Target = { kind: "min-ratio", value: 0.8 };
 
-const COLUMNS = [
-  "id",
-  "user_id",
-  "username",
-  "kind",
-  "status",
-  "roles",
-  "groups",
-  "client",
-  "ip_address",
-  "user_agent",
-  "created_at",
-  "last_activity_at",
-  "expires_at",
-  "idle_timeout_seconds",
-  "idle_expires_at",
-  "ended_at",
-  "end_reason",
-  "metadata",
-  "last_position",
-] as const;
+const COLUMNS = SESSION_COLUMNS;
 const JSON_COLUMNS = new Set(["roles", "groups", "metadata"]);
 const COLUMN_TYPES: Record<(typeof COLUMNS)[number], string> = {
   id: "uuid",

@@ -6,6 +6,29 @@ import type { Database, SessionsTable } from "./schema.ts";
 
 export const SESSION_PROJECTION_NAME = "sessions";
 
+/** The columns of `sessions`, in the order the projection writes them. */
+export const SESSION_COLUMNS = [
+  "id",
+  "user_id",
+  "username",
+  "kind",
+  "status",
+  "roles",
+  "groups",
+  "client",
+  "ip_address",
+  "user_agent",
+  "created_at",
+  "last_activity_at",
+  "expires_at",
+  "idle_timeout_seconds",
+  "idle_expires_at",
+  "ended_at",
+  "end_reason",
+  "metadata",
+  "last_position",
+] as const;
+
 export function rowFromDb(r: Selectable<SessionsTable>): SessionRow {
   return {
     id: r.id,

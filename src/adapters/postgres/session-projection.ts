@@ -6,7 +6,7 @@ import { evolveSessionRow, idleTimeoutMs } from "../../projections/session-row.t
 import { plainArray, textArray } from "./array-literal.ts";
 import { createCheckpointedProjection } from "./checkpointed-projection.ts";
 import type { Database } from "./schema.ts";
-import { rowFromDb, SESSION_PROJECTION_NAME } from "./session-columns.ts";
+import { rowFromDb, SESSION_COLUMNS, SESSION_PROJECTION_NAME } from "./session-columns.ts";
 
 /** Rows per INSERT: bounds one statement's size for very large batches. */
 const UPSERT_CHUNK = 5_000;
@@ -107,27 +107,7 @@ function upsert(trx: Transaction<Database>, rows: SessionRow[]) {
   // Built with kysely so that withSchema (rebuilds write into a side schema) qualifies the table.
   return trx
     .insertInto("sessions")
-    .columns([
-      "id",
-      "user_id",
-      "username",
-      "kind",
-      "status",
-      "roles",
-      "groups",
-      "client",
-      "ip_address",
-      "user_agent",
-      "created_at",
-      "last_activity_at",
-      "expires_at",
-      "idle_timeout_seconds",
-      "idle_expires_at",
-      "ended_at",
-      "end_reason",
-      "metadata",
-      "last_position",
-    ])
+    .columns([...SESSION_COLUMNS])
     .expression(
       sql`select * from unnest(
         ${plainArray(id)}::text::uuid[], ${textArray(userId)}::text::text[],
