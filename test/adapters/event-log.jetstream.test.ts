@@ -179,6 +179,40 @@ describe("JetStream event log", () => {
     }
   });
 
+  it("hands live events that arrive while a batch is applied to the handler together, not one by one", async () => {
+    const { log, cleanup } = await freshLog();
+    try {
+      const batches: number[][] = [];
+      // A projection's transaction takes a few ms; meanwhile appends keep coming, each one delivered with
+      // "nothing pending on the server".
+      const follower = log.follow({ from: 1, batchSize: 500 }, async (batch) => {
+        batches.push(batch.map((e) => e.position));
+        await new Promise((resolve) => setTimeout(resolve, 15));
+      });
+      const appended: number[] = [];
+      const sessions = Array.from({ length: 300 }, () => newSessionId());
+      for (let i = 0; i < sessions.length; i += 20) {
+        const results = await Promise.all(
+          sessions.slice(i, i + 20).map((id) =>
+            log.append(sessionStream(id), sessionCreated(id), metadata(), {
+              expectedVersion: 0,
+              messageId: `batch-${id}`,
+            }),
+          ),
+        );
+        appended.push(...results.map((r) => r.position));
+      }
+      await waitUntil(() => batches.flat().length === appended.length, 10_000, "every event");
+      expect(batches.flat()).toEqual([...appended].sort((a, b) => a - b));
+      // One event per batch would be 300 batches of 15 ms (4.5 s behind); grouped, a few dozen at most.
+      expect(batches.length).toBeLessThan(60);
+      expect(Math.max(...batches.map((b) => b.length))).toBeGreaterThan(5);
+      await follower.stop();
+    } finally {
+      await cleanup();
+    }
+  });
+
   it("connects with a comma-separated server list and refuses an empty one", async () => {
     const other = await connectNatsAdapter(` ${NATS_URL}, ${NATS_URL} ,`, "event-log-test");
     try {

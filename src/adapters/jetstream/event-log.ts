@@ -36,6 +36,7 @@ import {
   type UpcasterRegistry,
 } from "../codec/event-codec.ts";
 import { assertAppendOptions, assertFollowOptions } from "../codec/event-log-guards.ts";
+import { createBatchHandover } from "./batch-handover.ts";
 import { ensureEventStream } from "./event-stream.ts";
 import { headerBlockMentions } from "./header-peek.ts";
 import { createEventSubjects } from "./subjects.ts";
@@ -250,28 +251,33 @@ export async function createJetStreamEventLog(options: JetStreamEventLogOptions)
           deliver_policy: DeliverPolicy.StartSequence,
           opt_start_seq: options.from,
         });
+        let failure: { error: unknown } | undefined;
+        const handover = createBatchHandover(options.batchSize, handler, (error) => {
+          failure = { error };
+          messages?.stop();
+        });
         try {
           if (stopped) return;
           messages = await consumer.consume({ max_messages: Math.max(pullBatch, options.batchSize) });
           if (stopped) return;
-          let batch: RecordedEvent[] = [];
           for await (const m of messages) {
-            if (stopped) return;
-            batch.push(fromJsMsg(m));
-            // Hand over what is there: a batch is full, or nothing more is waiting on the server.
-            if (batch.length >= options.batchSize || m.info.pending === 0) {
-              const ready = batch;
-              batch = [];
-              await handler(ready);
-            } else if (batch.length % YIELD_EVERY === 0) {
-              // Buffered messages arrive as microtasks, so decoding a large batch would hold off every
-              // I/O callback (a handler that applies the previous batch waits on Postgres meanwhile).
+            if (stopped || failure !== undefined) break;
+            const wait = handover.push(fromJsMsg(m));
+            if (m.info.pending === 0) handover.flushSoon();
+            if (wait !== undefined) await wait;
+            else if (handover.buffered % YIELD_EVERY === 0) {
+              // Buffered messages arrive as microtasks, so decoding a large backlog would hold off every
+              // I/O callback (the handler applying the previous batch waits on Postgres meanwhile).
               await new Promise(setImmediate);
             }
           }
+          if (failure !== undefined) throw failure.error;
           if (!stopped) throw new Error("The event log subscription ended (connection closed?)");
         } finally {
           messages?.stop();
+          // The batch being applied settles before `done` does: whoever stops a follower and seeks
+          // again must not race a transaction of the old one.
+          await handover.close();
           consumer.delete().catch(() => {});
         }
       };
