@@ -124,7 +124,7 @@ export async function createAuth<DB>(deps: {
     login,
     bearer: createJwtBearerAuthenticator({ accessTokens, validator: deps.validator }),
     beforeRoutes: [
-      openApiPlugin({ version: "1.0.0" }),
+      openApiPlugin({ version: "1.0.0", tls: config.tls !== undefined }),
       securityHeadersPlugin({ tls: config.tls !== undefined }),
       rateLimitPlugin(config.auth.rateLimit),
     ],

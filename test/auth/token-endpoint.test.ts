@@ -303,9 +303,18 @@ describe("the HTTP edge", () => {
   it("sends security headers and serves the OpenAPI document built from the route schemas", async () => {
     const health = await a.app.inject({ method: "GET", url: "/healthz" });
     expect(health.headers["content-security-policy"]).toContain("default-src 'none'");
-    expect(health.headers["x-frame-options"]).toBe("SAMEORIGIN");
-    expect(health.headers["referrer-policy"]).toBe("no-referrer");
+    expect(health.headers["x-frame-options"]).toBe("DENY");
+    expect(health.headers["referrer-policy"]).toBeUndefined(); // HTML-only headers are for the docs UI
     expect(health.headers["strict-transport-security"]).toBeUndefined(); // plain HTTP here; see tls.test.ts
+
+    // The docs UI is an HTML page: helmet's document headers, and its own policy for its assets.
+    const page = await a.app.inject({ method: "GET", url: "/docs" });
+    expect(page.statusCode).toBe(200);
+    expect(page.headers["content-type"]).toContain("text/html");
+    expect(page.headers["referrer-policy"]).toBe("no-referrer");
+    expect(page.headers["x-frame-options"]).toBe("SAMEORIGIN");
+    expect(page.headers["cross-origin-opener-policy"]).toBe("same-origin");
+    expect(page.headers["content-security-policy"]).toContain("script-src 'self'");
 
     const document = await a.app.inject({ method: "GET", url: "/docs/json" });
     expect(document.statusCode).toBe(200);

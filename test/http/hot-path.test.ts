@@ -275,9 +275,12 @@ describe("over HTTP", () => {
     for (const answer of answers) {
       expect(answer.headers["content-security-policy"]).toBe("default-src 'none';frame-ancestors 'none'");
       expect(answer.headers["x-content-type-options"]).toBe("nosniff");
-      expect(answer.headers["x-frame-options"]).toBe("SAMEORIGIN");
-      expect(answer.headers["referrer-policy"]).toBe("no-referrer");
+      expect(answer.headers["x-frame-options"]).toBe("DENY");
+      expect(answer.headers["cross-origin-resource-policy"]).toBe("same-origin");
       expect(answer.headers["cache-control"]).toBe("no-store");
+      // Headers that only mean something for HTML documents stay off JSON answers.
+      expect(answer.headers["referrer-policy"]).toBeUndefined();
+      expect(answer.headers["x-dns-prefetch-control"]).toBeUndefined();
     }
     expect(answers.map((a) => a.statusCode)).toEqual([201, 200, 401, 404, 400]);
     const jwks = await tessera.app.inject({ method: "GET", url: "/.well-known/jwks.json" });
