@@ -2,7 +2,8 @@ import type { Benchmark } from "../lib/bench.ts";
 import { compareHttp, cpuNote } from "../lib/compare-http.ts";
 import { withEnvironment } from "../lib/environment.ts";
 import { BENCH_ADMIN_KEY, startBareFastify, startTesseraProcess, tesseraEnv } from "../lib/processes.ts";
-import { judge, type Target } from "../lib/report.ts";
+import { measureProjectionLag } from "../lib/projection-lag.ts";
+import { formatNumber, judge, type Target } from "../lib/report.ts";
 import { createSessionsOverHttp } from "../lib/sessions.ts";
 
 const USERS = 200;
@@ -57,6 +58,10 @@ export const createHttp: Benchmark = {
           serverPid: bare.pid,
         },
       });
+      const lag = await measureProjectionLag(env);
+      const behind = Object.entries(lag.behind)
+        .map(([name, events]) => `${name} ${events}`)
+        .join(", ");
       return [
         {
           bench: "create-http",
@@ -76,10 +81,13 @@ export const createHttp: Benchmark = {
           ratio: comparison.ratio,
           target: TARGET,
           pass: judge(TARGET, comparison.subjectRate, comparison.ratio),
-          notes: cpuNote(
-            comparison,
-            "; the NATS server and Postgres work in their own processes and is not counted",
-          ),
+          notes: [
+            ...cpuNote(
+              comparison,
+              "; the NATS server and Postgres work in their own processes and is not counted",
+            ),
+            `when the load stopped (log at position ${formatNumber(lag.lastPosition)}) the Postgres projections were behind by: ${behind} events; caught up ${formatNumber(lag.catchUpMs)} ms later`,
+          ],
         },
       ];
     }),
