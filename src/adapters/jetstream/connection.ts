@@ -1,4 +1,6 @@
 import { connect, type NatsConnection, type NodeConnectionOptions } from "@nats-io/transport-node";
+// Applied on import: every connection this process opens shares the patched request class.
+import "./request-one-patch.ts";
 
 /**
  * Opens the process's NATS connection. It reconnects forever: a NATS restart or a cluster node going away
