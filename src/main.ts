@@ -308,6 +308,7 @@ export async function createTessera(config: Config, overrides: TesseraOverrides 
         logLevel: config.logLevel,
         readiness: () => readiness({ nc, database, readModel, log }),
         expireOverdue: (context) => scheduler.sweep(context),
+        forgetEndedSessions: (sessionIds) => store.forgetSessions(sessionIds),
         checkJwtClaims: (entry, jwt, facts) => idp.checkSessionClaims(entry, jwt, facts),
         beforeRoutes: auth.beforeRoutes,
         plugins: [

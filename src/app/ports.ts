@@ -16,6 +16,12 @@ export interface ValidationStore {
   putSession(entry: ValidationEntry): Promise<void>;
   putUser(entry: UserValidationEntry): Promise<void>;
   /**
+   * Removes the entries of sessions that ended long ago (cleanup), so the view — and what every instance
+   * loads from it at start — does not grow with every session ever created. A forgotten session's token is
+   * still refused: a miss falls back to the session's own stream.
+   */
+  forgetSessions(sessionIds: readonly string[]): Promise<void>;
+  /**
    * Feeds every current and future entry to the callbacks until the returned stop is called. Resolves once
    * every entry present at the call has been delivered.
    */
@@ -103,8 +109,12 @@ export interface SessionReadModel {
   overdueSessionIds(now: number, limit: number): Promise<string[]>;
   /** Ids of a user's sessions that are active in the read model. */
   activeSessionIds(userId: string): Promise<string[]>;
-  /** Deletes ended rows whose end is older than `endedBefore`; returns how many. Events are kept. */
-  pruneEnded(endedBefore: number): Promise<number>;
+  /**
+   * Deletes ended rows whose end is older than `endedBefore`, in chunks; `beforeDelete` gets each chunk's
+   * ids first (to prune other views of the same sessions: a failure there leaves the rows for the next
+   * run). Returns how many rows were deleted. Events are kept.
+   */
+  pruneEnded(endedBefore: number, beforeDelete?: (sessionIds: string[]) => Promise<void>): Promise<number>;
   /** The log position the read model has applied up to. */
   checkpoint(): Promise<number>;
 }

@@ -1,3 +1,4 @@
+import { forEachBounded } from "../app/for-each-bounded.ts";
 import type { ValidationReplica, ValidationStore } from "../app/ports.ts";
 import { isSessionEvent, type RecordedEvent } from "../domain/events.ts";
 import { CheckpointConflictError, type ProjectionTarget } from "./runner.ts";
@@ -170,15 +171,4 @@ function createBoundedCache<T>(capacity: number) {
     },
     clear: () => map.clear(),
   };
-}
-
-async function forEachBounded<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const item = items[next++] as T;
-      await fn(item);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }

@@ -129,4 +129,31 @@ describe("POST /v1/sessions/cleanup", () => {
     // Everything the previous cleanup expired is past retention now; the long sessions are still active.
     expect(response.json()).toEqual({ expired: 0, pruned: 4 * 40 + 1 });
   });
+
+  it("prunes the validation view (NATS KV) with the rows, and a pruned session's token is still refused", async () => {
+    const kept = await createSession(tessera, "view-user", { ttl_seconds: 7_200 });
+    const ended = await createSession(tessera, "view-user");
+    expect(
+      (await tessera.app.inject({ method: "DELETE", url: `/v1/sessions/${ended.id}`, headers: adminHeaders }))
+        .statusCode,
+    ).toBe(200);
+    await settled();
+    await expect.poll(() => tessera.store.getSession(ended.id)).toMatchObject({ status: "invalidated" });
+
+    clock.advance(3_600_000 + 1_000);
+    expect((await cleanup()).json()).toMatchObject({ pruned: 1 });
+    expect(await tessera.store.getSession(ended.id)).toBeUndefined();
+    expect(await tessera.store.getSession(kept.id)).toMatchObject({ status: "active" });
+    // What a new instance loads at start no longer holds it either.
+    const loaded: string[] = [];
+    const watch = await tessera.store.watch({
+      onSession: (entry) => loaded.push(entry.sessionId),
+      onUser: () => {},
+    });
+    await watch.stop();
+    expect(loaded).toContain(kept.id);
+    expect(loaded).not.toContain(ended.id);
+    // Still refused: this instance's memory holds it until its deadline; elsewhere a miss folds the stream.
+    expect((await validate(tessera, ended.token)).body.reason).toBe("invalidated");
+  });
 });

@@ -156,5 +156,32 @@ export function describeValidationStoreContract(label: string, harness: () => St
       expect(await store.getCheckpoint("validation")).toBe(42);
       expect(await store.getCheckpoint("other")).toBe(7);
     });
+
+    it("forgets the sessions it is told to, and only those: gone for reads, for new watchers and for writers", async () => {
+      const store = await harness().open();
+      const forgotten = sessionEntry({ status: "expired", position: 5 });
+      const kept = sessionEntry({ position: 6 });
+      const user = userEntry({ userId: "forget-user", position: 7 });
+      await store.putSession(forgotten);
+      await store.putSession(kept);
+      await store.putUser(user);
+      await store.setCheckpoint("validation", 7);
+
+      await store.forgetSessions([forgotten.sessionId, "not-a-stored-session"]);
+      expect(await store.getSession(forgotten.sessionId)).toBeUndefined();
+      expect(await store.getSession(kept.sessionId)).toEqual(kept);
+      expect(await store.getUser(user.userId)).toEqual(user);
+      expect(await store.getCheckpoint("validation")).toBe(7);
+
+      const watcher = collect(store);
+      await watcher.watching;
+      expect([...watcher.sessions.keys()]).toEqual([kept.sessionId]);
+      (await watcher.watching).stop();
+
+      // A later write of the forgotten session is stored: nothing holds on to the old revision.
+      const later = { ...forgotten, position: 8 };
+      await store.putSession(later);
+      expect(await store.getSession(forgotten.sessionId)).toEqual(later);
+    });
   });
 }

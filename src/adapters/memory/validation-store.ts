@@ -44,6 +44,9 @@ export function createInMemoryValidationStore(): ValidationStore {
       users.set(stored.userId, stored);
       notify((listener) => listener.onUser(stored));
     },
+    async forgetSessions(sessionIds) {
+      for (const id of sessionIds) sessions.delete(id);
+    },
     async watch(listener) {
       // Synchronous snapshot then registration: nothing can be written in between, so nothing is missed.
       for (const entry of sessions.values()) listener.onSession(entry);

@@ -1,6 +1,7 @@
 import { JetStreamApiError, jetstream, StorageType } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { forEachBounded } from "../../app/for-each-bounded.ts";
 import type { ValidationStore } from "../../app/ports.ts";
 import type { UserValidationEntry, ValidationEntry } from "../../projections/validation-entry.ts";
 import {
@@ -39,6 +40,7 @@ const KEY_TOKEN = /^[-\w=]+$/;
 /** Conflicts only repeat while other writers keep winning; past this something is wrong. */
 const MAX_CAS_ATTEMPTS = 32;
 const MAX_KNOWN_REVISIONS = 50_000;
+const FORGET_CONCURRENCY = 32;
 
 const sessionKey = (sessionId: string) => `${SESSION_PREFIX}${sessionId}`;
 const userKey = (userId: string) => `${USER_PREFIX}${Buffer.from(userId, "utf8").toString("base64url")}`;
@@ -51,7 +53,7 @@ export async function createKvValidationStore(options: KvValidationStoreOptions)
     storage: StorageType.File,
     replicas: options.replicas ?? 1,
   });
-  const putPositioned = createPositionedWriter(kv);
+  const writer = createPositionedWriter(kv);
 
   return {
     async getSession(sessionId) {
@@ -65,11 +67,24 @@ export async function createKvValidationStore(options: KvValidationStoreOptions)
     async putSession(entry) {
       if (!KEY_TOKEN.test(entry.sessionId))
         throw new Error("validation store: session id is not a valid key");
-      await putPositioned(sessionKey(entry.sessionId), entry.position, JSON.stringify(entry));
+      await writer.put(sessionKey(entry.sessionId), entry.position, JSON.stringify(entry));
     },
     async putUser(entry) {
       if (entry.userId === "") throw new Error("validation store: empty user id");
-      await putPositioned(userKey(entry.userId), entry.position, JSON.stringify(entry));
+      await writer.put(userKey(entry.userId), entry.position, JSON.stringify(entry));
+    },
+    async forgetSessions(sessionIds) {
+      const jsm = await js.jetstreamManager();
+      const stream = `KV_${bucket}`;
+      // A stream purge of the key's subject leaves nothing behind; a KV purge would leave a marker per key.
+      await forEachBounded(
+        sessionIds.filter((id) => KEY_TOKEN.test(id)),
+        FORGET_CONCURRENCY,
+        async (id) => {
+          writer.forget(sessionKey(id));
+          await jsm.streams.purge(stream, { filter: `$KV.${bucket}.${sessionKey(id)}` });
+        },
+      );
     },
     watch(listener) {
       return watchKvBucket(options.nc, bucket, (key, data) => {
@@ -123,7 +138,7 @@ function createPositionedWriter(kv: KV) {
     return { revision: entry.revision, position };
   };
 
-  return async (key: string, position: number, data: string): Promise<void> => {
+  const put = async (key: string, position: number, data: string): Promise<void> => {
     let current = known.get(key);
     for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
       if (current && current.position >= position) return;
@@ -142,6 +157,7 @@ function createPositionedWriter(kv: KV) {
       `validation store: gave up writing ${key} after ${MAX_CAS_ATTEMPTS} conflicting attempts`,
     );
   };
+  return { put, forget: (key: string) => known.delete(key) };
 }
 
 export function isRevisionConflict(error: unknown): boolean {

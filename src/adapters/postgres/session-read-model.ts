@@ -114,13 +114,28 @@ export function createSessionReadModel(
       return rows.map((r) => r.id);
     },
 
-    async pruneEnded(endedBefore) {
-      const result = await db
-        .deleteFrom("sessions")
-        .where("status", "<>", "active")
-        .where("ended_at", "<", new Date(endedBefore))
-        .executeTakeFirst();
-      return Number(result.numDeletedRows);
+    async pruneEnded(endedBefore, beforeDelete) {
+      let pruned = 0;
+      for (;;) {
+        const chunk = (
+          await db
+            .selectFrom("sessions")
+            .select("id")
+            .where("status", "<>", "active")
+            .where("ended_at", "<", new Date(endedBefore))
+            .limit(PRUNE_CHUNK)
+            .execute()
+        ).map((row) => row.id);
+        if (chunk.length === 0) return pruned;
+        await beforeDelete?.(chunk);
+        const result = await db
+          .deleteFrom("sessions")
+          .where("id", "in", chunk)
+          .where("status", "<>", "active")
+          .executeTakeFirst();
+        pruned += Number(result.numDeletedRows);
+        if (chunk.length < PRUNE_CHUNK) return pruned;
+      }
     },
 
     async checkpoint() {
@@ -133,6 +148,9 @@ export function createSessionReadModel(
     },
   };
 }
+
+/** Rows pruned per statement: bounded transactions, and bounded batches for `beforeDelete`. */
+const PRUNE_CHUNK = 1_000;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 

@@ -40,6 +40,8 @@ export type SessionRouteDeps = {
    * sweep: its deadline index and the read model). Without it, cleanup pages through the read model only.
    */
   expireOverdue?: ((context: CommandContext) => Promise<number>) | undefined;
+  /** Removes pruned sessions from the validation view too (cleanup prunes both). */
+  forgetEndedSessions?: ((sessionIds: string[]) => Promise<void>) | undefined;
   /**
    * A gateway's `jwt` next to the token: does the caller's IdP token still agree with the session (same
    * subject, same roles and groups)? A difference records the change and recycles (see idp-sessions.ts).
@@ -326,7 +328,10 @@ export function registerSessionRoutes(fastify: FastifyInstance, deps: SessionRou
           if (overdue.length < 500 || progressed === 0) break;
           await service.readYourWrites(5_000);
         }
-      const pruned = await deps.readModel.pruneEnded(now - service.policy.retentionSeconds * 1000);
+      const pruned = await deps.readModel.pruneEnded(
+        now - service.policy.retentionSeconds * 1000,
+        deps.forgetEndedSessions,
+      );
       return { expired, pruned };
     },
   );
