@@ -12,7 +12,7 @@ import {
   untilKnownToB,
 } from "../lib/propagation.ts";
 import type { Target } from "../lib/report.ts";
-import { type CreatedSession, pool } from "../lib/sessions.ts";
+import { createSessionsOverHttp } from "../lib/sessions.ts";
 
 const TRIALS = 100;
 const WARMUP = 10;
@@ -36,19 +36,11 @@ export const claimsRefusal: Benchmark = {
     withEnvironment("claims", async (env) => {
       const { a, b } = await twoInstances(env);
       const trials = Math.max(30, Math.round(TRIALS * options.scale));
-      const sessions: CreatedSession[] = await pool(trials + WARMUP, 16, async (i) => {
-        const userId = `claims-user-${i}`;
-        const response = await httpJson(`${a.url}/v1/sessions`, "POST", {
-          headers: { "x-admin-key": BENCH_ADMIN_KEY },
-          body: { user_id: userId, roles: ["user"], groups: [] },
-        });
-        const body = response.body as { session?: { id?: string }; token?: string };
-        if (response.status !== 201 || !body.token || !body.session?.id) {
-          throw new Error(
-            `create answered ${response.status}: ${JSON.stringify(response.body).slice(0, 300)}`,
-          );
-        }
-        return { id: body.session.id, token: body.token, userId };
+      // One user per trial: each trial's change must find its user with the claims it started with.
+      const sessions = await createSessionsOverHttp(a.url, trials + WARMUP, {
+        users: trials + WARMUP,
+        concurrency: 16,
+        userPrefix: "claims-user-",
       });
       await untilKnownToB(b, sessions);
 

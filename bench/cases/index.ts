@@ -1,6 +1,7 @@
 import type { Benchmark } from "../lib/bench.ts";
 import { jwtGet, tokenLogin } from "./auth.ts";
 import { claimsRefusal } from "./claims-refusal.ts";
+import { claimsRefusal1000 } from "./claims-refusal-1000.ts";
 import { createHttp } from "./create-http.ts";
 import { eventAppend } from "./event-append.ts";
 import { expiryLateness } from "./expiry-lateness.ts";
@@ -22,6 +23,7 @@ export const BENCHMARKS: readonly Benchmark[] = [
   tokenLogin,
   jwtGet,
   claimsRefusal,
+  claimsRefusal1000,
   expiryLateness,
   mcpValidate,
   rebuild,

@@ -12,19 +12,23 @@ import { percentile } from "./stats.ts";
  * Two instances for "change on A, refused on B" figures: A is its own process, started first, so it runs
  * the projections under their leases; B runs in this process so its replica and validator can be watched
  * directly. The path measured is A's command → the log → A's KV projection → the KV watch → B's replica.
+ * `extra` is configuration both instances get (e.g. a session limit the benchmark depends on).
  */
-export async function twoInstances(env: BenchEnvironment): Promise<{ a: ChildServer; b: Tessera }> {
+export async function twoInstances(
+  env: BenchEnvironment,
+  extra: Record<string, string> = {},
+): Promise<{ a: ChildServer; b: Tessera }> {
   const a = await startTesseraProcess(
     "tessera-a",
     tesseraEnv({
       prefix: env.prefix,
       natsUrl: env.natsUrl,
       databaseUrl: env.database.url,
-      extra: { TESSERA_INSTANCE_ID: "bench-a" },
+      extra: { ...extra, TESSERA_INSTANCE_ID: "bench-a" },
     }),
   );
   env.defer(() => a.stop());
-  const b = await startInProcess(env, { TESSERA_INSTANCE_ID: "bench-b" });
+  const b = await startInProcess(env, { ...extra, TESSERA_INSTANCE_ID: "bench-b" });
   return { a, b };
 }
 

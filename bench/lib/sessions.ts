@@ -17,15 +17,19 @@ export async function pool<T>(count: number, concurrency: number, task: (i: numb
   return results;
 }
 
-/** Sessions created through the public API with the admin key, spread over `users` users. */
+/**
+ * Sessions created through the public API with the admin key, spread over `users` users named
+ * `<userPrefix><n>` (a benchmark that changes a user's state per trial picks a fresh prefix each time).
+ */
 export async function createSessionsOverHttp(
   baseUrl: string,
   count: number,
-  options: { users?: number; concurrency?: number } = {},
+  options: { users?: number; concurrency?: number; userPrefix?: string } = {},
 ): Promise<CreatedSession[]> {
   const users = options.users ?? 100;
+  const userPrefix = options.userPrefix ?? "bench-user-";
   return pool(count, options.concurrency ?? 32, async (i) => {
-    const userId = `bench-user-${i % users}`;
+    const userId = `${userPrefix}${i % users}`;
     const response = await httpJson(`${baseUrl}/v1/sessions`, "POST", {
       headers: { "x-admin-key": BENCH_ADMIN_KEY },
       body: { user_id: userId, roles: ["user"] },

@@ -18,6 +18,8 @@ export type Principal =
       groups: string[];
       sessionId: string;
       permissions: ReadonlySet<Permission>;
+      /** The IdP sign-in (`sid`) of the IdP token that authenticated this caller, if it carried one. */
+      idpSessionId?: string | undefined;
     };
 
 const ALL: Permission[] = ["sessions:read", "sessions:write", "admin:sessions"];

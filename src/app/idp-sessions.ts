@@ -291,7 +291,7 @@ export function createIdpSessions(deps: IdpSessionsDeps) {
       }
       const entry = verdict.entry;
       maybeTouch(entry, facts);
-      return { kind: "authenticated", principal: principalOf(entry), entry, identity };
+      return { kind: "authenticated", principal: principalOf(entry, identity), entry, identity };
     },
 
     /**
@@ -320,7 +320,7 @@ function bindingKey(identity: IdpIdentity): string {
   return `idp-session\u0000${identity.issuer}\u0000${identity.subject}\u0000${identity.idpSessionId ?? ""}`;
 }
 
-export function principalOf(entry: ValidationEntry): Principal {
+export function principalOf(entry: ValidationEntry, identity: IdpIdentity): Principal {
   return {
     kind: "user",
     actor: { kind: "user", id: entry.userId },
@@ -332,5 +332,8 @@ export function principalOf(entry: ValidationEntry): Principal {
     sessionId: entry.sessionId,
     // IdP scopes (openid, profile…) say nothing about Tessera's permissions; roles alone decide.
     permissions: permissionsFor(entry.roles, undefined),
+    // Sessions this caller opens (POST /v1/sessions) belong to the same IdP sign-in, so a back-channel
+    // logout naming its sid must find them too.
+    idpSessionId: identity.idpSessionId,
   };
 }

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Tessera } from "../../src/main.ts";
+import { initializeMessage, MCP_ACCEPT } from "../mcp/support.ts";
 import {
   connectNats,
   createTestDatabase,
@@ -9,7 +10,7 @@ import {
   type TestDatabase,
   uniquePrefix,
 } from "../support/services.ts";
-import { bearer, eventually, startDistributed } from "../support/tessera.ts";
+import { adminHeaders, bearer, eventually, startDistributed } from "../support/tessera.ts";
 import { startTestIdp, type TestIdp, unsecuredToken } from "./idp-fixture.ts";
 
 /**
@@ -60,7 +61,9 @@ async function signIn(on: Tessera, sub: string, sid: string | undefined) {
 }
 
 async function sessionIdsOf(sub: string) {
-  await a.service.readYourWrites(5_000);
+  // Sessions created on the other instance are not this instance's writes: wait for the log's end.
+  const end = await a.log.lastPosition();
+  await eventually(async () => (await a.readModel.checkpoint()) >= end, 10_000);
   const page = await a.readModel.listSessions({ userId: sub, status: "all", limit: 100, now: Date.now() });
   return page.sessions;
 }
@@ -108,6 +111,63 @@ describe("back-channel logout: valid tokens", () => {
     const second = await idp.accessToken({ sub: "bcl-alice", sid: "sid-2", roles: ["user"], groups: [] });
     expect(
       (await a.app.inject({ method: "GET", url: "/v1/sessions", headers: bearer(second) })).statusCode,
+    ).toBe(200);
+  });
+
+  it("a session created with POST /v1/sessions under an IdP token carries its sid and ends with it", async () => {
+    const one = await signIn(a, "bcl-carol", "sid-c1");
+    const two = await signIn(b, "bcl-carol", "sid-c2");
+    const create = async (on: Tessera, headers: Record<string, string>, payload: object = {}) => {
+      const response = await on.app.inject({ method: "POST", url: "/v1/sessions", headers, payload });
+      expect(response.statusCode, response.body).toBe(201);
+      return response.json() as { session: { id: string }; token: string };
+    };
+    const underOne = await create(a, bearer(one.token));
+    const underTwo = await create(b, bearer(two.token));
+    const byAdmin = await create(a, adminHeaders, { user_id: "bcl-carol", roles: ["user"] });
+    // An MCP session opened under the same IdP token belongs to that sign-in too.
+    const mcpInit = await a.app.inject({
+      method: "POST",
+      url: "/mcp",
+      headers: { ...MCP_ACCEPT, ...bearer(one.token), host: "127.0.0.1" },
+      payload: initializeMessage("2025-11-25"),
+    });
+    expect(mcpInit.statusCode, mcpInit.body).toBe(200);
+    const mcpToken = String(mcpInit.headers["mcp-session-id"]);
+    const mcpSessionId = mcpToken.slice(4, 40);
+
+    // Every session of the user by the sid its SessionCreated carries: each sign-in's own session and the
+    // one created under its token; none on the admin's.
+    const all = (await sessionIdsOf("bcl-carol")).map((s) => s.id);
+    const sids = new Map<string, string | undefined>();
+    for (const id of all) {
+      const created = (await a.log.readStream({ category: "session", id })).events[0];
+      expect(created?.type).toBe("SessionCreated");
+      sids.set(id, created?.type === "SessionCreated" ? created.data.idpSessionId : undefined);
+    }
+    const withSid = (sid: string | undefined) => all.filter((id) => sids.get(id) === sid).sort();
+    const signInOne = withSid("sid-c1");
+    expect(signInOne).toHaveLength(3);
+    expect(signInOne).toContain(underOne.session.id);
+    expect(signInOne).toContain(mcpSessionId);
+    expect(withSid("sid-c2")).toHaveLength(2);
+    expect(withSid("sid-c2")).toContain(underTwo.session.id);
+    expect(withSid(undefined)).toEqual([byAdmin.session.id]);
+
+    // A logout naming only the sid: the sessions are found through the sid, not the subject.
+    const response = await logout(b, await idp.logoutToken({ sid: "sid-c1" }));
+    expect(response.statusCode, response.body).toBe(200);
+    for (const id of all) {
+      expect(await endReason(id), id).toBe(signInOne.includes(id) ? "backchannel_logout" : undefined);
+    }
+    // Refused on the other instance too; the other sign-in's sessions and the admin's still validate there.
+    await eventually(() => a.validator.validateFromMemory(underOne.token)?.valid === false, 5_000);
+    expect(a.validator.validateFromMemory(underOne.token)).toMatchObject({ reason: "invalidated" });
+    await eventually(() => a.validator.validateFromMemory(mcpToken)?.valid === false, 5_000);
+    expect((await a.validator.validate(underTwo.token)).valid).toBe(true);
+    expect((await a.validator.validate(byAdmin.token)).valid).toBe(true);
+    expect(
+      (await a.app.inject({ method: "GET", url: "/v1/sessions", headers: bearer(two.token) })).statusCode,
     ).toBe(200);
   });
 

@@ -63,6 +63,16 @@ async function createAdminSession(on: Tessera, userId: string, roles: string[], 
   return response.json() as { session: { id: string }; token: string };
 }
 
+/**
+ * Waits until the session read model holds everything in the log so far. A listing only waits for the
+ * answering instance's own writes (and at most 1 s): events another instance or the recycle process
+ * manager appended may not be in it yet.
+ */
+async function readModelCaughtUp(on: Tessera): Promise<void> {
+  const end = await on.log.lastPosition();
+  await eventually(async () => (await on.readModel.checkpoint()) >= end, 10_000);
+}
+
 /** Waits until the recycle process manager has caught up with the log: no fan-out is still to append. */
 async function settled(on: Tessera): Promise<number> {
   let end = 0;
@@ -86,6 +96,9 @@ describe("IdP access tokens", () => {
     const [first, second] = await Promise.all([listOwn(a, token), listOwn(a, token)]);
     expect(first.statusCode, first.body).toBe(200);
     expect(second.statusCode).toBe(200);
+    expect((await listOwn(b, token)).statusCode).toBe(200);
+    // B resolved the sign-in without creating a session of its own: after the catch-up there is still one.
+    await readModelCaughtUp(a);
     const onB = await listOwn(b, token);
     expect(onB.statusCode).toBe(200);
     const sessions = onB.json().sessions as Array<{
@@ -151,8 +164,26 @@ describe("IdP access tokens", () => {
       `IdP token with new roles → the user's other session refused on the other instance after ${(performance.now() - started).toFixed(1)} ms`,
     );
     expect(elapsed).toBeLessThan(5_000);
+    // That refusal comes from the user's entry, in O(1); the process manager's SessionRecycled follows on
+    // its own schedule (it first waits for the read model), usually tens of ms later, more under load.
+    const cause = changes.at(-1)!.metadata.eventId;
+    await eventually(async () => {
+      const { events } = await a.log.readStream({ category: "session", id: other.session.id });
+      return events.some((e) => e.type === "SessionRecycled");
+    }, 10_000);
+    const { events: otherEvents } = await a.log.readStream({ category: "session", id: other.session.id });
+    expect(otherEvents.filter((e) => e.type === "SessionRecycled")).toEqual([
+      expect.objectContaining({
+        data: expect.objectContaining({ reason: "claims_changed", causeEventId: cause }),
+      }),
+    ]);
 
     // Signing in again with the new token gives a fresh session with the new claims.
+    const signedIn = await listOwn(a, after, "jwt-bo");
+    expect(signedIn.statusCode, signedIn.body).toBe(200);
+    // The listing is read once the read model holds the whole log (the recycling of both old sessions
+    // included), and with the same token: it must resolve to the session just created, not make another.
+    await readModelCaughtUp(a);
     const again = await listOwn(a, after, "jwt-bo");
     expect(again.statusCode, again.body).toBe(200);
     const sessions = again.json().sessions as Array<{

@@ -41,6 +41,8 @@ function ownerOf(principal: Principal) {
     groups: principal.groups,
     // The token doubles as a REST bearer: it must never grant more than the credential that opened it.
     scope: [...principal.permissions].sort(),
+    // Opened under an IdP token: part of that IdP sign-in, so a back-channel logout by its sid ends it.
+    idpSessionId: principal.idpSessionId,
   };
 }
 

@@ -100,7 +100,13 @@ export function registerSessionRoutes(fastify: FastifyInstance, deps: SessionRou
       const principal = await requirePrincipal(request);
       const body = request.body ?? {};
       const facts = requestFacts(request);
-      let owner: { userId: string; username: string; roles: string[]; groups: string[] };
+      let owner: {
+        userId: string;
+        username: string;
+        roles: string[];
+        groups: string[];
+        idpSessionId?: string | undefined;
+      };
       if (principal.kind === "admin") {
         if (!body.user_id)
           throw new HttpProblem(400, "invalid_request", "user_id is required with x-admin-key");
@@ -119,7 +125,10 @@ export function registerSessionRoutes(fastify: FastifyInstance, deps: SessionRou
         if (body.roles !== undefined || body.groups !== undefined) {
           throw accessDenied("Only an admin may set roles or groups");
         }
-        owner = { ...principal };
+        // Under an IdP token the new session carries its sid, as the sign-in's own session does: a
+        // back-channel logout by sid then ends it too.
+        const { userId, username, roles, groups, idpSessionId } = principal;
+        owner = { userId, username, roles, groups, idpSessionId };
       }
       const created = await service.create(
         {
