@@ -100,7 +100,7 @@ export async function runProjection(options: RunProjectionOptions): Promise<void
  * rebuilds and tests. A checkpoint conflict re-seeks; any other failure is thrown.
  */
 export async function catchUp(
-  log: EventLog,
+  log: Pick<EventLog, "lastPosition" | "follow">,
   target: ProjectionTarget,
   batchSize: number = CATCH_UP_BATCH_SIZE,
 ): Promise<number> {
@@ -124,7 +124,7 @@ export async function catchUp(
  * are held at once.
  */
 async function applyUntil(
-  log: EventLog,
+  log: Pick<EventLog, "lastPosition" | "follow">,
   target: ProjectionTarget,
   from: number,
   until: number,
