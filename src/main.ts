@@ -36,12 +36,8 @@ import { createSessionProjection } from "./adapters/postgres/session-projection.
 import { createSessionReadModel } from "./adapters/postgres/session-read-model.ts";
 import { createAsOfQuery } from "./app/as-of-query.ts";
 import { createDeadlineIndex, indexReplica } from "./app/deadline-index.ts";
-import {
-  createExpiryScheduler,
-  type ExpiryScheduler,
-  startTickPublisher,
-  type TickPublisher,
-} from "./app/expiry-scheduler.ts";
+import { createEntryExpirer } from "./app/entry-expiry.ts";
+import { createExpiryScheduler, type ExpiryScheduler } from "./app/expiry-scheduler.ts";
 import { createIdpVerifier } from "./app/idp.ts";
 import { createBackchannelLogout } from "./app/idp-logout.ts";
 import { createIdpSessions, type IdpSessions } from "./app/idp-sessions.ts";
@@ -49,6 +45,7 @@ import { createIdpWebhooks } from "./app/idp-webhooks.ts";
 import type { SessionReadModel, ValidationReplica, ValidationStore } from "./app/ports.ts";
 import { createRecycleProcessManager } from "./app/recycle-process-manager.ts";
 import { createSessionService, type SessionService } from "./app/session-service.ts";
+import { startTickPublisher, type TickPublisher } from "./app/tick-publisher.ts";
 import { createUserService, type UserService } from "./app/user-service.ts";
 import { createValidator, type Validator } from "./app/validator.ts";
 import { type Auth, createAuth, createSessionLimiterFor } from "./auth.ts";
@@ -186,7 +183,16 @@ export async function createTessera(config: Config, overrides: TesseraOverrides 
       index: deadlines,
       replica,
       readModel,
-      expire: (sessionId, tick, context) => service.expire(sessionId, tick, context),
+      expire: createEntryExpirer({
+        log,
+        clock,
+        ids,
+        replica,
+        store,
+        observer: metrics.observer,
+        appendedAt: (position) => service.observe(position),
+        command: (sessionId, tick, context) => service.expire(sessionId, tick, context),
+      }),
       clock,
       readModelCaughtUp: async (timeoutMs) =>
         waitForCheckpoint(readModel, await log.lastPosition(), timeoutMs),

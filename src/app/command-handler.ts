@@ -118,7 +118,7 @@ export function createCommandHandler<
         const appended: RecordedEvent[] = [];
         let { state, version } = current;
         for (const [index, event] of events.entries()) {
-          const metadata = metadataFor(context, now, index);
+          const metadata = eventMetadata(context, now, index, ids.uuidv7());
           const result = await log.append(stream, event, metadata, {
             expectedVersion: version,
             messageId: index === 0 ? context.commandId : `${context.commandId}:${index}`,
@@ -152,20 +152,6 @@ export function createCommandHandler<
     const reloaded = await load(originalStream);
     remember(originalStream, reloaded);
     return { ...reloaded, appended: [], duplicate: true, originalStream };
-  }
-
-  function metadataFor(context: CommandContext, now: number, index: number): EventMetadata {
-    return {
-      eventId: ids.uuidv7(),
-      commandId: index === 0 ? context.commandId : `${context.commandId}:${index}`,
-      correlationId: context.correlationId ?? context.commandId,
-      causationId: context.causationId ?? context.commandId,
-      occurredAt: new Date(now).toISOString(),
-      actor: context.actor,
-      source: context.source,
-      ip: context.ip,
-      userAgent: context.userAgent,
-    };
   }
 
   return {
@@ -215,6 +201,26 @@ export function createCommandHandler<
     forget(stream: StreamName) {
       cache.delete(stream);
     },
+  };
+}
+
+/** The metadata of the `index`-th event a command appends (its message id is the command id, then `:index`). */
+export function eventMetadata(
+  context: CommandContext,
+  now: number,
+  index: number,
+  eventId: string,
+): EventMetadata {
+  return {
+    eventId,
+    commandId: index === 0 ? context.commandId : `${context.commandId}:${index}`,
+    correlationId: context.correlationId ?? context.commandId,
+    causationId: context.causationId ?? context.commandId,
+    occurredAt: new Date(now).toISOString(),
+    actor: context.actor,
+    source: context.source,
+    ip: context.ip,
+    userAgent: context.userAgent,
   };
 }
 

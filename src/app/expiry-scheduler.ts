@@ -1,6 +1,6 @@
-import type { Clock, Tick, TickLog, TickSource } from "../domain/ports.ts";
-import type { SessionState } from "../domain/session-state.ts";
-import type { CommandContext, HandleResult } from "./command-handler.ts";
+import type { Clock, Tick, TickLog } from "../domain/ports.ts";
+import type { ActiveSession, DeadlineFacts, SessionState } from "../domain/session-state.ts";
+import type { CommandContext } from "./command-handler.ts";
 import { type DeadlineIndex, deadlineOf } from "./deadline-index.ts";
 import type { SessionReadModel, ValidationReplica } from "./ports.ts";
 
@@ -16,13 +16,33 @@ import type { SessionReadModel, ValidationReplica } from "./ports.ts";
  * decider re-checks every deadline on the session's own stream, so a stale candidate (renewed meanwhile,
  * or already expired by someone else) appends nothing; the command id `expire:<sessionId>` lets the log
  * de-duplicate two instances expiring the same session at the same moment.
+ *
+ * A pass expires the index's sessions earliest deadline first — they have waited longest, so a pass that
+ * runs long delays the ones that fell due last — while the read model's query runs; what it adds is
+ * expired after them. The `expire` of the service (`entry-expiry.ts`) decides on the replica's entry and
+ * appends without reading the stream; its write-through to the shared view comes back as `following`:
+ * a worker starts its next expiry meanwhile, and the pass ends only once every one is done, so the next
+ * pass (on either instance) finds these sessions ended in its replica.
  */
+
+/** What an ExpireSession left behind: the session's state (still active: renewed meanwhile) and what it appended. */
+export type ExpireResult = {
+  state:
+    | ({ status: "active" } & Pick<ActiveSession, "sessionId"> & DeadlineFacts)
+    | { status: Exclude<SessionState["status"], "active"> };
+  appended: readonly unknown[];
+  /**
+   * Work that follows the append and need not hold up the next one (the write-through to the shared
+   * validation view); the pass waits for it before it ends. Must not reject.
+   */
+  following?: Promise<unknown> | undefined;
+};
 
 export type ExpireFn = (
   sessionId: string,
   tick: number | undefined,
   context: CommandContext,
-) => Promise<HandleResult<SessionState>>;
+) => Promise<ExpireResult>;
 
 export type ExpirySchedulerDeps = {
   ticks: TickLog;
@@ -36,7 +56,7 @@ export type ExpirySchedulerDeps = {
    * before each page so it sees every session and not the same stale rows twice.
    */
   readModelCaughtUp?: ((timeoutMs: number) => Promise<unknown>) | undefined;
-  /** Most ExpireSession commands in flight at once (default 16). */
+  /** Most ExpireSession commands in flight at once (default 64). */
   concurrency?: number | undefined;
   /** Read-model rows looked at per query (default 500). */
   pageSize?: number | undefined;
@@ -85,13 +105,16 @@ type PassOptions = {
   working?: (() => void) | undefined;
 };
 
+/** Due sessions of one pass: id → the deadline that passed. */
+type Candidates = Map<string, number>;
+
 const SCHEDULER_ACTOR = { kind: "system", id: "expiry-scheduler" } as const;
 const RETRY_AFTER_MS = 1_000;
 const WORKING_EVERY_MS = 1_000;
 
 export function createExpiryScheduler(deps: ExpirySchedulerDeps): ExpiryScheduler {
   const { index, replica, clock } = deps;
-  const concurrency = Math.max(1, deps.concurrency ?? 16);
+  const concurrency = Math.max(1, deps.concurrency ?? 64);
   const pageSize = Math.max(1, deps.pageSize ?? 500);
   const onError = deps.onError ?? (() => {});
   const stats: SchedulerStats = {
@@ -104,42 +127,63 @@ export function createExpiryScheduler(deps: ExpirySchedulerDeps): ExpirySchedule
   };
   let consumer: { stop(): Promise<void> } | undefined;
 
-  /** Is this id worth a command at `now`? The replica knows about renewals the read model may not. */
-  const plausiblyDue = (sessionId: string, now: number) => {
+  /**
+   * Is this id worth a command at `now`? The replica knows about renewals the read model may not. Returns
+   * its deadline (`-Infinity` when the replica has not seen it: the read model says it is overdue), or
+   * undefined when it is not due.
+   */
+  const dueDeadline = (sessionId: string, now: number): number | undefined => {
     const entry = replica.getSession(sessionId);
-    return entry === undefined || (entry.status === "active" && deadlineOf(entry) <= now);
+    if (entry === undefined) return Number.NEGATIVE_INFINITY;
+    if (entry.status !== "active") return undefined;
+    const deadline = deadlineOf(entry);
+    return deadline <= now ? deadline : undefined;
   };
 
   /** Empties the index up to `now`: due ids are returned, the rest filed again under their real deadline. */
-  const dueFromIndex = (now: number, into: Set<string>) => {
+  const dueFromIndex = (now: number, into: Candidates) => {
     for (const id of index.takeUntil(now)) {
       const entry = replica.getSession(id);
       if (entry === undefined || entry.status !== "active") continue;
       const deadline = deadlineOf(entry);
       if (deadline > now) index.add(entry.sessionId, deadline);
-      else into.add(entry.sessionId);
+      else into.set(entry.sessionId, deadline);
     }
   };
 
-  const dueFromReadModel = async (now: number, into: Set<string>): Promise<number> => {
-    const rows = await deps.readModel.overdueSessionIds(now, pageSize);
-    for (const id of rows) if (plausiblyDue(id, now)) into.add(id);
-    return rows.length;
+  /** Read-model rows that are due at `now` and not in `seen`, into `into`. */
+  const addDue = (
+    rows: readonly string[],
+    now: number,
+    seen: ReadonlyMap<string, number>,
+    into: Candidates,
+  ) => {
+    for (const id of rows) {
+      if (seen.has(id) || into.has(id)) continue;
+      const deadline = dueDeadline(id, now);
+      if (deadline !== undefined) into.set(id, deadline);
+    }
   };
 
-  /** Issues ExpireSession for each candidate, `concurrency` at a time; returns [expired, failed]. */
+  /**
+   * Issues ExpireSession for each candidate, earliest deadline first, `concurrency` at a time; returns
+   * [expired, failed]. Earliest first: those are already the latest, and a pass that takes longer than
+   * the gap between ticks then delays the sessions that fell due last, not the ones waiting longest.
+   */
   const expireAll = async (
-    candidates: Iterable<string>,
+    candidates: Candidates,
     tick: number | undefined,
     contextFor: (sessionId: string) => CommandContext,
     options: PassOptions,
   ): Promise<[number, number]> => {
-    const queue = [...candidates];
+    const queue = [...candidates].sort((x, y) => x[1] - y[1]).map(([sessionId]) => sessionId);
     let expired = 0;
     let failed = 0;
     let lastWorking = Date.now();
     let next = 0;
     const worker = async () => {
+      // The previous expiry's follow-up work: at most one per worker runs alongside its next append.
+      let following: Promise<unknown> | undefined;
       while (next < queue.length) {
         const sessionId = queue[next++] as string;
         if (options.signal?.aborted) {
@@ -151,6 +195,8 @@ export function createExpiryScheduler(deps: ExpirySchedulerDeps): ExpirySchedule
           const state = result.state;
           if (state.status === "active") index.add(state.sessionId, deadlineOf(state));
           else if (result.appended.length > 0) expired++;
+          await following;
+          following = result.following;
         } catch (error) {
           failed++;
           // Tried again by a later pass (here or, through the read model, anywhere).
@@ -162,6 +208,7 @@ export function createExpiryScheduler(deps: ExpirySchedulerDeps): ExpirySchedule
           options.working();
         }
       }
+      await following;
     };
     await Promise.all(Array.from({ length: Math.min(concurrency, queue.length) }, worker));
     return [expired, failed];
@@ -178,23 +225,27 @@ export function createExpiryScheduler(deps: ExpirySchedulerDeps): ExpirySchedule
   async function runPass(options: PassOptions = {}): Promise<PassResult> {
     const startedAt = clock.now();
     const started = performance.now();
-    const candidates = new Set<string>();
-    dueFromIndex(startedAt, candidates);
-    try {
-      await dueFromReadModel(startedAt, candidates);
-    } catch (error) {
+    const context = schedulerContext(options.tick);
+    const fromIndex: Candidates = new Map();
+    dueFromIndex(startedAt, fromIndex);
+    // The read model is the safety net for sessions this replica has not seen: its query runs while the
+    // index's sessions are expired, so a slow Postgres does not hold up the rest.
+    const rows = deps.readModel.overdueSessionIds(startedAt, pageSize).catch((error: unknown) => {
       // The index alone still covers every session this instance's replica knows.
       onError(error, {});
+      return [] as string[];
+    });
+    let [expired, failed] = await expireAll(fromIndex, options.tick, context, options);
+    const fromReadModel: Candidates = new Map();
+    addDue(await rows, startedAt, fromIndex, fromReadModel);
+    if (fromReadModel.size > 0) {
+      const [more, moreFailed] = await expireAll(fromReadModel, options.tick, context, options);
+      expired += more;
+      failed += moreFailed;
     }
-    const [expired, failed] = await expireAll(
-      candidates,
-      options.tick,
-      schedulerContext(options.tick),
-      options,
-    );
     const result: PassResult = {
       tick: options.tick,
-      due: candidates.size,
+      due: fromIndex.size + fromReadModel.size,
       expired,
       failed,
       startedAt,
@@ -233,89 +284,24 @@ export function createExpiryScheduler(deps: ExpirySchedulerDeps): ExpirySchedule
         commandId: `expire:${sessionId}`,
       });
       let total = 0;
-      const seen = new Set<string>();
-      const first = new Set<string>();
-      dueFromIndex(now, first);
-      for (const id of first) seen.add(id);
-      let [expired] = await expireAll(first, undefined, contextFor, {});
+      // Every session handed to a command: read-model pages may repeat what the projection has not caught up with.
+      const seen: Candidates = new Map();
+      dueFromIndex(now, seen);
+      let [expired] = await expireAll(seen, undefined, contextFor, {});
       total += expired;
       for (;;) {
         await deps.readModelCaughtUp?.(5_000);
-        const page = new Set<string>();
-        const rows = await dueFromReadModel(now, page);
-        const fresh = [...page].filter((id) => !seen.has(id));
-        for (const id of fresh) seen.add(id);
-        [expired] = await expireAll(fresh, undefined, contextFor, {});
+        const rows = await deps.readModel.overdueSessionIds(now, pageSize);
+        const page: Candidates = new Map();
+        addDue(rows, now, seen, page);
+        for (const [id, deadline] of page) seen.set(id, deadline);
+        [expired] = await expireAll(page, undefined, contextFor, {});
         total += expired;
         // A short page was the last one; a page with nothing new means the rest is only projection lag.
-        if (rows < pageSize || fresh.length === 0) break;
+        if (rows.length < pageSize || page.size === 0) break;
       }
       stats.expired += total;
       return total;
-    },
-    get stats() {
-      return stats;
-    },
-  };
-}
-
-export type TickPublisherStats = { published: number; duplicates: number; failed: number };
-
-export type TickPublisher = {
-  stop(): Promise<void>;
-  /** Resolves once every tick emitted so far has been published (or has failed). */
-  flushed(): Promise<void>;
-  readonly stats: TickPublisherStats;
-};
-
-/**
- * Publishes each second the source emits to the time stream, in order, one at a time. If publishing
- * falls behind (NATS unreachable), only the newest `maxQueued` seconds are kept: older ticks would only
- * be coalesced away by the scheduler anyway.
- */
-export function startTickPublisher(deps: {
-  source: TickSource;
-  ticks: TickLog;
-  maxQueued?: number;
-  onError?: (error: unknown, second: number) => void;
-}): TickPublisher {
-  const maxQueued = Math.max(1, deps.maxQueued ?? 30);
-  const stats: TickPublisherStats = { published: 0, duplicates: 0, failed: 0 };
-  const queue: number[] = [];
-  let draining: Promise<void> | undefined;
-  let stopped = false;
-
-  const drain = async () => {
-    while (queue.length > 0) {
-      const second = queue.shift() as number;
-      try {
-        const { duplicate } = await deps.ticks.publish(second);
-        if (duplicate) stats.duplicates++;
-        else stats.published++;
-      } catch (error) {
-        stats.failed++;
-        deps.onError?.(error, second);
-      }
-    }
-    draining = undefined;
-  };
-
-  const stopSource = deps.source.start((second) => {
-    if (stopped) return;
-    queue.push(second);
-    if (queue.length > maxQueued) queue.splice(0, queue.length - maxQueued);
-    draining ??= drain();
-  });
-
-  return {
-    async stop() {
-      stopped = true;
-      stopSource();
-      queue.length = 0;
-      await draining;
-    },
-    async flushed() {
-      while (draining) await draining;
     },
     get stats() {
       return stats;

@@ -1,7 +1,13 @@
 import { invalidCommand, invalidGrant, sessionEnded, sessionExists, sessionNotFound } from "./errors.ts";
 import type { SessionEvent, SessionExpired } from "./events.ts";
 import type { SessionCommand } from "./session-commands.ts";
-import { type ActiveSession, isEnded, overdueCause, type SessionState } from "./session-state.ts";
+import {
+  type ActiveSession,
+  type DeadlineFacts,
+  isEnded,
+  overdueCause,
+  type SessionState,
+} from "./session-state.ts";
 import { hashesEqual } from "./tokens.ts";
 
 /**
@@ -20,8 +26,8 @@ export function decide(command: SessionCommand, state: SessionState): SessionEve
     throw sessionNotFound("unknown");
   }
   if (isEnded(state)) return decideOnEnded(command, state);
-  const overdue = overdueCause(state, command.now);
-  if (overdue !== undefined) return [expiredEvent(state, overdue, command.now, tickOf(command))];
+  const expired = expiryOf(state, command.now, tickOf(command));
+  if (expired !== undefined) return [expired];
 
   switch (command.type) {
     case "RenewSession": {
@@ -207,20 +213,26 @@ function decideRotate(
   throw invalidGrant("Unknown refresh token");
 }
 
-function expiredEvent(
-  state: ActiveSession,
-  cause: "absolute" | "idle",
+/**
+ * The SessionExpired an active session records at `now`, or undefined while neither deadline has passed.
+ * Takes only the facts it needs, so an expiry can also be decided on a projection of the session that
+ * carries them (appended with that projection's position as the expected version).
+ */
+export function expiryOf(
+  facts: DeadlineFacts & Pick<ActiveSession, "sessionId" | "userId">,
   now: number,
   tick: number | undefined,
-): SessionExpired {
+): SessionExpired | undefined {
+  const cause = overdueCause(facts, now);
+  if (cause === undefined) return undefined;
   const deadline =
-    cause === "absolute" ? state.expiresAt : state.lastActivityAt + state.idleTimeoutSeconds * 1000;
+    cause === "absolute" ? facts.expiresAt : facts.lastActivityAt + facts.idleTimeoutSeconds * 1000;
   return {
     type: "SessionExpired",
     version: 1,
     data: {
-      sessionId: state.sessionId,
-      userId: state.userId,
+      sessionId: facts.sessionId,
+      userId: facts.userId,
       cause,
       deadline: iso(deadline),
       expiredAt: iso(now),

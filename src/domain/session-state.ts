@@ -58,13 +58,16 @@ export function endReasonOf(state: SessionState): EndReason | undefined {
   return isEnded(state) ? state.endReason : undefined;
 }
 
+/** The facts that decide when a session stops being valid. */
+export type DeadlineFacts = Pick<SessionFacts, "expiresAt" | "idleTimeoutSeconds" | "lastActivityAt">;
+
 /** The instant idleness ends the session, or undefined when the session has no idle timeout. */
-export function idleDeadline(facts: SessionFacts): number | undefined {
+export function idleDeadline(facts: DeadlineFacts): number | undefined {
   return facts.idleTimeoutSeconds > 0 ? facts.lastActivityAt + facts.idleTimeoutSeconds * 1000 : undefined;
 }
 
 /** Which deadline, if any, has passed at `now`. The absolute one wins when both have. */
-export function overdueCause(facts: SessionFacts, now: number): "absolute" | "idle" | undefined {
+export function overdueCause(facts: DeadlineFacts, now: number): "absolute" | "idle" | undefined {
   if (now >= facts.expiresAt) return "absolute";
   const idle = idleDeadline(facts);
   if (idle !== undefined && now >= idle) return "idle";

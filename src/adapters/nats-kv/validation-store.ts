@@ -67,7 +67,10 @@ export async function createKvValidationStore(options: KvValidationStoreOptions)
     async putSession(entry) {
       if (!KEY_TOKEN.test(entry.sessionId))
         throw new Error("validation store: session id is not a valid key");
-      await writer.put(sessionKey(entry.sessionId), entry.position, JSON.stringify(entry));
+      // An ended session has almost always been in the view while it was active: reading its revision
+      // first saves a create that would fail (a round trip and an error) before the same read.
+      const likelyStored = entry.status !== "active";
+      await writer.put(sessionKey(entry.sessionId), entry.position, JSON.stringify(entry), likelyStored);
     },
     async putUser(entry) {
       if (entry.userId === "") throw new Error("validation store: empty user id");
@@ -138,8 +141,8 @@ function createPositionedWriter(kv: KV) {
     return { revision: entry.revision, position };
   };
 
-  const put = async (key: string, position: number, data: string): Promise<void> => {
-    let current = known.get(key);
+  const put = async (key: string, position: number, data: string, likelyStored = false): Promise<void> => {
+    let current = known.get(key) ?? (likelyStored ? await readKnown(key) : undefined);
     for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
       if (current && current.position >= position) return;
       try {
