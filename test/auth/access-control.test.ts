@@ -1,23 +1,13 @@
-import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Tessera } from "../../src/main.ts";
-import {
-  connectNats,
-  createTestDatabase,
-  removeNatsPrefix,
-  type TestDatabase,
-  uniquePrefix,
-} from "../support/services.ts";
-import { adminHeaders, bearer, eventually, startDistributed } from "../support/tessera.ts";
+import { adminHeaders, bearer, eventually, type Pair, startPair } from "../support/tessera.ts";
 import { addUser, login, type TokenResponse } from "./helpers.ts";
 
 /**
  * Roles → permissions, scopes narrowing them, and the admin routes, on two instances (requests alternate
  * between them: access decisions must not depend on where a session was created).
  */
-let nc: NatsConnection;
-let database: TestDatabase;
-let prefix: string;
+let pair: Pair;
 let a: Tessera;
 let b: Tessera;
 const env = { TESSERA_RATE_LIMIT_TOKEN_PER_IP: "0", TESSERA_RATE_LIMIT_TOKEN_PER_USERNAME: "0" };
@@ -36,11 +26,8 @@ async function person(on: Tessera, username: string, roles: string[], scope?: st
 const as = (who: Person) => bearer(who.token.access_token);
 
 beforeAll(async () => {
-  nc = await connectNats();
-  prefix = uniquePrefix("acl");
-  database = await createTestDatabase();
-  a = await startDistributed({ prefix, databaseUrl: database.url, env });
-  b = await startDistributed({ prefix, databaseUrl: database.url, env });
+  pair = await startPair("acl", { env });
+  ({ a, b } = pair);
   admin = await person(a, "root", ["admin", "user"]);
   user = await person(b, "ursula", ["user"]);
   other = await person(a, "oscar", ["user"]);
@@ -48,11 +35,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await a?.close();
-  await b?.close();
-  await removeNatsPrefix(nc, prefix);
-  await nc?.close();
-  await database?.drop();
+  await pair?.close();
 });
 
 describe("someone else's session", () => {

@@ -1,41 +1,24 @@
-import type { NatsConnection } from "@nats-io/transport-node";
 import type { InjectOptions } from "fastify";
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Tessera } from "../../src/main.ts";
-import {
-  connectNats,
-  createTestDatabase,
-  removeNatsPrefix,
-  type TestDatabase,
-  uniquePrefix,
-} from "../support/services.ts";
-import { bearer, eventually, startDistributed } from "../support/tessera.ts";
+import { bearer, eventually, type Pair, startPair } from "../support/tessera.ts";
 import { addUser, getSession, login, refresh, sessionStatus, tokenRequest } from "./helpers.ts";
 
 /** The token endpoint, refresh rotation and logout across two instances on the real NATS and Postgres. */
-let nc: NatsConnection;
-let database: TestDatabase;
-let prefix: string;
+let pair: Pair;
 let a: Tessera;
 let b: Tessera;
 
 const env = { TESSERA_RATE_LIMIT_TOKEN_PER_IP: "0", TESSERA_RATE_LIMIT_TOKEN_PER_USERNAME: "0" };
 
 beforeAll(async () => {
-  nc = await connectNats();
-  prefix = uniquePrefix("auth");
-  database = await createTestDatabase();
-  a = await startDistributed({ prefix, databaseUrl: database.url, env });
-  b = await startDistributed({ prefix, databaseUrl: database.url, env });
+  pair = await startPair("auth", { env });
+  ({ a, b } = pair);
 });
 
 afterAll(async () => {
-  await a?.close();
-  await b?.close();
-  await removeNatsPrefix(nc, prefix);
-  await nc?.close();
-  await database?.drop();
+  await pair?.close();
 });
 
 describe("password grant", () => {

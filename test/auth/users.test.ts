@@ -1,43 +1,28 @@
 import { spawn } from "node:child_process";
-import type { NatsConnection } from "@nats-io/transport-node";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { runUsersCommand } from "../../src/cli-users.ts";
 import { ConfigError } from "../../src/config.ts";
 import type { Tessera } from "../../src/main.ts";
-import {
-  connectNats,
-  createTestDatabase,
-  NATS_URL,
-  removeNatsPrefix,
-  type TestDatabase,
-  uniquePrefix,
-} from "../support/services.ts";
-import { startDistributed, startEmbedded } from "../support/tessera.ts";
+import { NATS_URL, type TestDatabase } from "../support/services.ts";
+import { type Pair, startEmbedded, startPair } from "../support/tessera.ts";
 import { getSession, login, sessionStatus, tokenRequest } from "./helpers.ts";
 
 /** The user directory (argon2id in Postgres), `tessera users`, and the embedded demo users. */
-let nc: NatsConnection;
 let database: TestDatabase;
 let prefix: string;
+let pair: Pair;
 let a: Tessera;
 let b: Tessera;
 const env = { TESSERA_RATE_LIMIT_TOKEN_PER_IP: "0", TESSERA_RATE_LIMIT_TOKEN_PER_USERNAME: "0" };
 
 beforeAll(async () => {
-  nc = await connectNats();
-  prefix = uniquePrefix("usr");
-  database = await createTestDatabase();
-  a = await startDistributed({ prefix, databaseUrl: database.url, env });
-  b = await startDistributed({ prefix, databaseUrl: database.url, env });
+  pair = await startPair("usr", { env });
+  ({ a, b, prefix, database } = pair);
 });
 
 afterAll(async () => {
-  await a?.close();
-  await b?.close();
-  await removeNatsPrefix(nc, prefix);
-  await nc?.close();
-  await database?.drop();
+  await pair?.close();
 });
 
 async function query<Row>(text: string, values: unknown[]): Promise<Row[]> {

@@ -1,14 +1,6 @@
-import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Tessera } from "../../src/main.ts";
-import {
-  connectNats,
-  createTestDatabase,
-  removeNatsPrefix,
-  type TestDatabase,
-  uniquePrefix,
-} from "../support/services.ts";
-import { ADMIN_KEY, adminHeaders, eventually, startDistributed } from "../support/tessera.ts";
+import { ADMIN_KEY, adminHeaders, eventually, type Pair, startPair } from "../support/tessera.ts";
 import {
   bearerHeaders,
   callTool,
@@ -26,30 +18,21 @@ import {
  * /mcp on two instances sharing the real NATS and Postgres: the MCP session lifecycle (initialize, continue
  * anywhere, DELETE, 400/401/403/404/405) driven by the SDK's own client over real HTTP.
  */
-let nc: NatsConnection;
-let database: TestDatabase;
-let prefix: string;
+let pair: Pair;
 let a: Tessera;
 let b: Tessera;
 let urlA: string;
 let urlB: string;
 
 beforeAll(async () => {
-  nc = await connectNats();
-  prefix = uniquePrefix("mcp");
-  database = await createTestDatabase();
-  a = await startDistributed({ prefix, databaseUrl: database.url });
-  b = await startDistributed({ prefix, databaseUrl: database.url });
+  pair = await startPair("mcp");
+  ({ a, b } = pair);
   urlA = await listen(a);
   urlB = await listen(b);
 });
 
 afterAll(async () => {
-  await a?.close();
-  await b?.close();
-  await removeNatsPrefix(nc, prefix);
-  await nc?.close();
-  await database?.drop();
+  await pair?.close();
 });
 
 async function sessionView(on: Tessera, sessionId: string) {

@@ -1,15 +1,7 @@
-import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createFakeClock, type FakeClock } from "../../src/adapters/clock/fake-clock.ts";
 import type { Tessera } from "../../src/main.ts";
-import {
-  connectNats,
-  createTestDatabase,
-  removeNatsPrefix,
-  type TestDatabase,
-  uniquePrefix,
-} from "../support/services.ts";
-import { adminHeaders, eventually, startDistributed } from "../support/tessera.ts";
+import { adminHeaders, eventually, type Pair, startPair } from "../support/tessera.ts";
 import {
   bearerHeaders,
   callTool,
@@ -24,10 +16,8 @@ import {
  * MCP idle expiry (seed 003: 30 minutes of inactivity) on two instances sharing one fake clock: activity on
  * either instance keeps the session alive, silence ends it everywhere, and the scheduler records it.
  */
-let nc: NatsConnection;
-let database: TestDatabase;
-let prefix: string;
 let clock: FakeClock;
+let pair: Pair;
 let a: Tessera;
 let b: Tessera;
 let urlA: string;
@@ -36,22 +26,15 @@ let urlB: string;
 const MINUTE = 60_000;
 
 beforeAll(async () => {
-  nc = await connectNats();
-  prefix = uniquePrefix("mcpi");
-  database = await createTestDatabase();
   clock = createFakeClock(Date.now());
-  a = await startDistributed({ prefix, databaseUrl: database.url, clock });
-  b = await startDistributed({ prefix, databaseUrl: database.url, clock });
+  pair = await startPair("mcpi", { clock });
+  ({ a, b } = pair);
   urlA = await listen(a);
   urlB = await listen(b);
 });
 
 afterAll(async () => {
-  await a?.close();
-  await b?.close();
-  await removeNatsPrefix(nc, prefix);
-  await nc?.close();
-  await database?.drop();
+  await pair?.close();
 });
 
 const sessionIdOf = (token: string) => token.slice(4, 40);

@@ -1,14 +1,6 @@
-import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Tessera } from "../../src/main.ts";
-import {
-  connectNats,
-  createTestDatabase,
-  removeNatsPrefix,
-  type TestDatabase,
-  uniquePrefix,
-} from "../support/services.ts";
-import { adminHeaders, eventually, startDistributed } from "../support/tessera.ts";
+import { adminHeaders, eventually, type Pair, startPair } from "../support/tessera.ts";
 import {
   bearerHeaders,
   callTool,
@@ -24,30 +16,21 @@ import {
  * re-initializes; so does a caller whose credential carries other claims than the session, and a client
  * that recycles its own sessions. Two instances on the real NATS and Postgres.
  */
-let nc: NatsConnection;
-let database: TestDatabase;
-let prefix: string;
+let pair: Pair;
 let a: Tessera;
 let b: Tessera;
 let urlA: string;
 let urlB: string;
 
 beforeAll(async () => {
-  nc = await connectNats();
-  prefix = uniquePrefix("mcpr");
-  database = await createTestDatabase();
-  a = await startDistributed({ prefix, databaseUrl: database.url });
-  b = await startDistributed({ prefix, databaseUrl: database.url });
+  pair = await startPair("mcpr");
+  ({ a, b } = pair);
   urlA = await listen(a);
   urlB = await listen(b);
 });
 
 afterAll(async () => {
-  await a?.close();
-  await b?.close();
-  await removeNatsPrefix(nc, prefix);
-  await nc?.close();
-  await database?.drop();
+  await pair?.close();
 });
 
 const sessionIdOf = (token: string) => token.slice(4, 40);

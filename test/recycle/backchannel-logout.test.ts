@@ -1,45 +1,28 @@
 import { randomUUID } from "node:crypto";
-import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Tessera } from "../../src/main.ts";
 import { initializeMessage, MCP_ACCEPT } from "../mcp/support.ts";
-import {
-  connectNats,
-  createTestDatabase,
-  removeNatsPrefix,
-  type TestDatabase,
-  uniquePrefix,
-} from "../support/services.ts";
-import { adminHeaders, bearer, eventually, startDistributed } from "../support/tessera.ts";
+import { adminHeaders, bearer, eventually, type Pair, startPair } from "../support/tessera.ts";
 import { startTestIdp, type TestIdp, unsecuredToken } from "./idp-fixture.ts";
 
 /**
  * OIDC Back-Channel Logout 1.0 at POST /v1/backchannel-logout, with a local IdP (JWKS served by the test),
  * on two instances against the real NATS and Postgres.
  */
-let nc: NatsConnection;
-let database: TestDatabase;
-let prefix: string;
 let idp: TestIdp;
+let pair: Pair;
 let a: Tessera;
 let b: Tessera;
 
 beforeAll(async () => {
-  nc = await connectNats();
   idp = await startTestIdp();
-  prefix = uniquePrefix("bcl");
-  database = await createTestDatabase();
-  a = await startDistributed({ prefix, databaseUrl: database.url, env: idp.env });
-  b = await startDistributed({ prefix, databaseUrl: database.url, env: idp.env });
+  pair = await startPair("bcl", { env: idp.env });
+  ({ a, b } = pair);
 });
 
 afterAll(async () => {
-  await a?.close();
-  await b?.close();
+  await pair?.close();
   await idp?.close();
-  await removeNatsPrefix(nc, prefix);
-  await nc?.close();
-  await database?.drop();
 });
 
 function logout(on: Tessera, token: string | undefined) {

@@ -1,43 +1,26 @@
-import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Tessera } from "../../src/main.ts";
-import {
-  connectNats,
-  createTestDatabase,
-  removeNatsPrefix,
-  type TestDatabase,
-  uniquePrefix,
-} from "../support/services.ts";
-import { adminHeaders, bearer, eventually, startDistributed } from "../support/tessera.ts";
+import { adminHeaders, bearer, eventually, type Pair, startPair } from "../support/tessera.ts";
 import { startTestIdp, type TestIdp } from "./idp-fixture.ts";
 
 /**
  * IdP access tokens as Bearers and automatic recycling when their roles or groups change, on two
  * instances against the real NATS and Postgres, with the IdP's JWKS served by the test.
  */
-let nc: NatsConnection;
-let database: TestDatabase;
-let prefix: string;
 let idp: TestIdp;
+let pair: Pair;
 let a: Tessera;
 let b: Tessera;
 
 beforeAll(async () => {
-  nc = await connectNats();
   idp = await startTestIdp();
-  prefix = uniquePrefix("idpjwt");
-  database = await createTestDatabase();
-  a = await startDistributed({ prefix, databaseUrl: database.url, env: idp.env });
-  b = await startDistributed({ prefix, databaseUrl: database.url, env: idp.env });
+  pair = await startPair("idpjwt", { env: idp.env });
+  ({ a, b } = pair);
 });
 
 afterAll(async () => {
-  await a?.close();
-  await b?.close();
+  await pair?.close();
   await idp?.close();
-  await removeNatsPrefix(nc, prefix);
-  await nc?.close();
-  await database?.drop();
 });
 
 const secondsAgo = (s: number) => Math.floor(Date.now() / 1000) - s;

@@ -1,16 +1,8 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { signWebhook, webhookKey } from "../../src/app/idp-webhooks.ts";
 import type { Tessera } from "../../src/main.ts";
-import {
-  connectNats,
-  createTestDatabase,
-  removeNatsPrefix,
-  type TestDatabase,
-  uniquePrefix,
-} from "../support/services.ts";
-import { adminHeaders, eventually, startDistributed } from "../support/tessera.ts";
+import { adminHeaders, eventually, type Pair, startPair } from "../support/tessera.ts";
 
 /**
  * POST /v1/hooks/idp on two instances sharing the replay store (NATS KV): Standard Webhooks signatures,
@@ -19,27 +11,18 @@ import { adminHeaders, eventually, startDistributed } from "../support/tessera.t
 const SECRET = `whsec_${randomBytes(24).toString("base64")}`;
 const key = webhookKey(SECRET);
 
-let nc: NatsConnection;
-let database: TestDatabase;
-let prefix: string;
+let pair: Pair;
 let a: Tessera;
 let b: Tessera;
 
 beforeAll(async () => {
-  nc = await connectNats();
-  prefix = uniquePrefix("hook");
-  database = await createTestDatabase();
   const env = { TESSERA_IDP_WEBHOOK_SECRET: SECRET };
-  a = await startDistributed({ prefix, databaseUrl: database.url, env });
-  b = await startDistributed({ prefix, databaseUrl: database.url, env });
+  pair = await startPair("hook", { env });
+  ({ a, b } = pair);
 });
 
 afterAll(async () => {
-  await a?.close();
-  await b?.close();
-  await removeNatsPrefix(nc, prefix);
-  await nc?.close();
-  await database?.drop();
+  await pair?.close();
 });
 
 type Delivery = {

@@ -1,43 +1,26 @@
-import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { systemClock } from "../../src/adapters/clock/system-clock.ts";
 import { createValidationReplica } from "../../src/adapters/memory/validation-replica.ts";
 import { RECYCLE_PROCESS_MANAGER } from "../../src/app/recycle-process-manager.ts";
 import { createValidator } from "../../src/app/validator.ts";
 import type { Tessera } from "../../src/main.ts";
-import {
-  connectNats,
-  createTestDatabase,
-  removeNatsPrefix,
-  type TestDatabase,
-  uniquePrefix,
-} from "../support/services.ts";
-import { adminHeaders, bearer, eventually, startDistributed } from "../support/tessera.ts";
+import { adminHeaders, bearer, eventually, type Pair, startPair } from "../support/tessera.ts";
 
 /**
  * Recycling on two instances against the real NATS and Postgres: claims changes fanned out by the
  * process manager, the explicit recycle APIs, and the O(1) revoke-all.
  */
-let nc: NatsConnection;
-let database: TestDatabase;
-let prefix: string;
+let pair: Pair;
 let a: Tessera;
 let b: Tessera;
 
 beforeAll(async () => {
-  nc = await connectNats();
-  prefix = uniquePrefix("recy");
-  database = await createTestDatabase();
-  a = await startDistributed({ prefix, databaseUrl: database.url });
-  b = await startDistributed({ prefix, databaseUrl: database.url });
+  pair = await startPair("recy");
+  ({ a, b } = pair);
 });
 
 afterAll(async () => {
-  await a?.close();
-  await b?.close();
-  await removeNatsPrefix(nc, prefix);
-  await nc?.close();
-  await database?.drop();
+  await pair?.close();
 });
 
 type Created = { session: { id: string }; token: string };

@@ -1,8 +1,16 @@
 import { generateKeyPairSync } from "node:crypto";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { loadConfig } from "../../src/config.ts";
 import type { Clock } from "../../src/domain/ports.ts";
 import { createTessera, type Tessera, type TesseraOverrides } from "../../src/main.ts";
-import { NATS_URL } from "./services.ts";
+import {
+  connectNats,
+  createTestDatabase,
+  NATS_URL,
+  removeNatsPrefix,
+  type TestDatabase,
+  uniquePrefix,
+} from "./services.ts";
 
 export const ADMIN_KEY = "test-admin-key-0123456789";
 
@@ -29,6 +37,44 @@ export async function startDistributed(options: {
     ...options.env,
   });
   return createTessera(config, options.clock ? { clock: options.clock } : {});
+}
+
+/** Two distributed instances sharing a fresh prefix and a fresh database, and what it takes to remove them. */
+export type Pair = {
+  a: Tessera;
+  b: Tessera;
+  prefix: string;
+  database: TestDatabase;
+  /** A connection of the test's own (for looking at streams and buckets directly). */
+  nc: NatsConnection;
+  /** Closes both instances, then removes the prefix's streams and buckets and drops the database. */
+  close(): Promise<void>;
+};
+
+export async function startPair(
+  label: string,
+  options: { env?: Record<string, string>; clock?: Clock } = {},
+): Promise<Pair> {
+  const nc = await connectNats();
+  const prefix = uniquePrefix(label);
+  const database = await createTestDatabase();
+  const started: Tessera[] = [];
+  const close = async () => {
+    for (const instance of started) await instance.close();
+    await removeNatsPrefix(nc, prefix);
+    await nc.close();
+    await database.drop();
+  };
+  try {
+    for (let i = 0; i < 2; i++) {
+      started.push(await startDistributed({ prefix, databaseUrl: database.url, ...options }));
+    }
+  } catch (error) {
+    await close().catch(() => {});
+    throw error;
+  }
+  const [a, b] = started as [Tessera, Tessera];
+  return { a, b, prefix, database, nc, close };
 }
 
 export async function startEmbedded(env: Record<string, string> = {}, overrides: TesseraOverrides = {}) {
