@@ -1,6 +1,6 @@
 import type { Benchmark } from "../lib/bench.ts";
 import { moduleExists } from "../lib/bench.ts";
-import { compareHttp, cpuNote } from "../lib/compare-http.ts";
+import { compareHttp, comparisonResult, cpuNote } from "../lib/compare-http.ts";
 import { type BenchEnvironment, withEnvironment } from "../lib/environment.ts";
 import { httpJson } from "../lib/http.ts";
 import {
@@ -12,7 +12,7 @@ import {
   startTesseraProcess,
   tesseraEnv,
 } from "../lib/processes.ts";
-import { judge, type Target } from "../lib/report.ts";
+import type { Target } from "../lib/report.ts";
 
 const USERNAME = "bench-login";
 
@@ -79,26 +79,15 @@ export const tokenLogin: Benchmark = {
       );
       const target: Target = { kind: "none" };
       return [
-        {
+        comparisonResult({
           bench: "token-login",
           title: "password logins at POST /v1/auth/token (argon2id 19 MiB, t=2, p=1)",
-          subject: {
-            value: comparison.subjectRate,
-            unit: "logins/s",
-            label: "Tessera",
-            detail: comparison.subjectDetail,
-          },
-          baseline: {
-            value: comparison.baselineRate,
-            unit: "logins/s",
-            label: "bare Fastify + one argon2id verify",
-            detail: comparison.baselineDetail,
-          },
-          ratio: comparison.ratio,
+          comparison,
+          unit: { subject: "logins/s", baseline: "logins/s" },
+          baselineLabel: "bare Fastify + one argon2id verify",
           target,
-          pass: judge(target, comparison.subjectRate, comparison.ratio),
           notes: cpuNote(comparison, "; argon2 runs on the libuv pool, so CPU per login counts every thread"),
-        },
+        }),
       ];
     }),
 };
@@ -147,26 +136,15 @@ export const jwtGet: Benchmark = {
       );
       const target: Target = { kind: "none" };
       return [
-        {
+        comparisonResult({
           bench: "jwt-get",
           title: "GET /v1/sessions/{id} with a Bearer access JWT (EdDSA)",
-          subject: {
-            value: comparison.subjectRate,
-            unit: "req/s",
-            label: "Tessera, JWT",
-            detail: comparison.subjectDetail,
-          },
-          baseline: {
-            value: comparison.baselineRate,
-            unit: "req/s",
-            label: "same server and request, x-admin-key",
-            detail: comparison.baselineDetail,
-          },
-          ratio: comparison.ratio,
+          comparison,
+          subjectLabel: "Tessera, JWT",
+          baselineLabel: "same server and request, x-admin-key",
           target,
-          pass: judge(target, comparison.subjectRate, comparison.ratio),
           notes: [],
-        },
+        }),
       ];
     }),
 };

@@ -1,5 +1,5 @@
 import type { Benchmark, BenchOptions } from "../lib/bench.ts";
-import { compareHttp, cpuNote } from "../lib/compare-http.ts";
+import { compareHttp, comparisonResult, cpuNote } from "../lib/compare-http.ts";
 import { type BenchEnvironment, withEnvironment } from "../lib/environment.ts";
 import { processCpuMs } from "../lib/http.ts";
 import {
@@ -11,7 +11,7 @@ import {
 } from "../lib/processes.ts";
 import { measureProjectionLag } from "../lib/projection-lag.ts";
 import { leaseHolder } from "../lib/propagation.ts";
-import { formatNumber, judge, type Result, type Target } from "../lib/report.ts";
+import { formatNumber, type Result, type Target } from "../lib/report.ts";
 import { createSessionsOverHttp } from "../lib/sessions.ts";
 
 const USERS = 200;
@@ -120,28 +120,16 @@ async function measure(
   const behind = Object.entries(lag.behind)
     .map(([name, events]) => `${name} ${events}`)
     .join(", ");
-  return {
+  return comparisonResult({
     bench: "create-http",
     title: `POST /v1/sessions with x-admin-key, ${USERS} users round-robin: ${topology}`,
-    subject: {
-      value: comparison.subjectRate,
-      unit: "req/s",
-      label: "Tessera",
-      detail: comparison.subjectDetail,
-    },
-    baseline: {
-      value: comparison.baselineRate,
-      unit: "req/s",
-      label: "bare Fastify POST, same JSON shape",
-      detail: comparison.baselineDetail,
-    },
-    ratio: comparison.ratio,
+    comparison,
+    baselineLabel: "bare Fastify POST, same JSON shape",
     target,
-    pass: judge(target, comparison.subjectRate, comparison.ratio),
     notes: [
       ...cpuNote(comparison, "; the NATS server and Postgres work in their own processes and is not counted"),
       `when the load stopped (log at position ${formatNumber(lag.lastPosition)}) the Postgres projections were behind by: ${behind} events; caught up ${formatNumber(lag.catchUpMs)} ms later`,
       ...(elsewhere ? [elsewhere] : []),
     ],
-  };
+  });
 }

@@ -1,10 +1,10 @@
 import type { Benchmark } from "../lib/bench.ts";
 import { moduleExists } from "../lib/bench.ts";
-import { compareHttp, cpuNote } from "../lib/compare-http.ts";
+import { compareHttp, comparisonResult, cpuNote } from "../lib/compare-http.ts";
 import { withEnvironment } from "../lib/environment.ts";
 import { httpJson } from "../lib/http.ts";
 import { BENCH_ADMIN_KEY, startTesseraProcess, tesseraEnv } from "../lib/processes.ts";
-import { judge, type Target } from "../lib/report.ts";
+import type { Target } from "../lib/report.ts";
 import { createSessionsOverHttp } from "../lib/sessions.ts";
 
 const TOKENS = 500;
@@ -116,26 +116,16 @@ export const mcpValidate: Benchmark = {
       );
       const target: Target = { kind: "none" };
       return [
-        {
+        comparisonResult({
           bench: "mcp-validate",
           title: `validate-session tool over /mcp, ${TOKENS} tokens round-robin`,
-          subject: {
-            value: comparison.subjectRate,
-            unit: "calls/s",
-            label: "Tessera, MCP",
-            detail: comparison.subjectDetail,
-          },
-          baseline: {
-            value: comparison.baselineRate,
-            unit: "req/s",
-            label: "REST POST /v1/sessions/validate, same server",
-            detail: comparison.baselineDetail,
-          },
-          ratio: comparison.ratio,
+          comparison,
+          unit: { subject: "calls/s", baseline: "req/s" },
+          subjectLabel: "Tessera, MCP",
+          baselineLabel: "REST POST /v1/sessions/validate, same server",
           target,
-          pass: judge(target, comparison.subjectRate, comparison.ratio),
           notes: cpuNote(comparison).map((note) => note.replace("bare Fastify", "REST")),
-        },
+        }),
       ];
     }),
 };

@@ -1,9 +1,9 @@
 import type { Benchmark } from "../lib/bench.ts";
-import { compareHttp, cpuNote } from "../lib/compare-http.ts";
+import { compareHttp, comparisonResult, cpuNote } from "../lib/compare-http.ts";
 import { withEnvironment } from "../lib/environment.ts";
 import { httpJson } from "../lib/http.ts";
 import { startBareFastify, startTesseraProcess, tesseraEnv } from "../lib/processes.ts";
-import { judge, type Target } from "../lib/report.ts";
+import type { Target } from "../lib/report.ts";
 import { createSessionsOverHttp } from "../lib/sessions.ts";
 
 const TOKENS = 1_000;
@@ -51,26 +51,14 @@ export const validateHttp: Benchmark = {
         },
       });
       return [
-        {
+        comparisonResult({
           bench: "validate-http",
           title: `POST /v1/sessions/validate, ${TOKENS} valid tokens round-robin`,
-          subject: {
-            value: comparison.subjectRate,
-            unit: "req/s",
-            label: "Tessera",
-            detail: comparison.subjectDetail,
-          },
-          baseline: {
-            value: comparison.baselineRate,
-            unit: "req/s",
-            label: "bare Fastify POST, same JSON shape",
-            detail: comparison.baselineDetail,
-          },
-          ratio: comparison.ratio,
+          comparison,
+          baselineLabel: "bare Fastify POST, same JSON shape",
           target: TARGET,
-          pass: judge(TARGET, comparison.subjectRate, comparison.ratio),
           notes: cpuNote(comparison),
-        },
+        }),
       ];
     }),
 };

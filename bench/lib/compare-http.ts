@@ -1,6 +1,6 @@
 import type { BenchOptions } from "./bench.ts";
 import { type LoadRequest, type LoadResult, runLoad } from "./http.ts";
-import { formatNumber } from "./report.ts";
+import { formatNumber, judge, type Result, type Target } from "./report.ts";
 import { alternate, median, pairedRatio } from "./stats.ts";
 
 export type HttpSide = {
@@ -94,4 +94,38 @@ export function cpuNote(comparison: HttpComparison, what = ""): string[] {
   return [
     `server CPU per request: Tessera ${formatNumber(subjectCpuUs)} µs, bare Fastify ${formatNumber(baselineCpuUs)} µs (CPU-efficiency ratio ${(baselineCpuUs / subjectCpuUs).toFixed(2)})${what}`,
   ];
+}
+
+/** The report row of an HTTP comparison: both sides' rates, the paired ratio, judged against `target`. */
+export function comparisonResult(options: {
+  bench: string;
+  title: string;
+  comparison: HttpComparison;
+  unit?: { subject: string; baseline: string };
+  subjectLabel?: string;
+  baselineLabel: string;
+  target: Target;
+  notes: string[];
+}): Result {
+  const { comparison, target } = options;
+  return {
+    bench: options.bench,
+    title: options.title,
+    subject: {
+      value: comparison.subjectRate,
+      unit: options.unit?.subject ?? "req/s",
+      label: options.subjectLabel ?? "Tessera",
+      detail: comparison.subjectDetail,
+    },
+    baseline: {
+      value: comparison.baselineRate,
+      unit: options.unit?.baseline ?? "req/s",
+      label: options.baselineLabel,
+      detail: comparison.baselineDetail,
+    },
+    ratio: comparison.ratio,
+    target,
+    pass: judge(target, comparison.subjectRate, comparison.ratio),
+    notes: options.notes,
+  };
 }
