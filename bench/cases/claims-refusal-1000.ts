@@ -1,6 +1,5 @@
 import type { Tessera } from "../../src/main.ts";
 import type { Benchmark } from "../lib/bench.ts";
-import { moduleExists } from "../lib/bench.ts";
 import { withEnvironment } from "../lib/environment.ts";
 import { httpJson } from "../lib/http.ts";
 import { BENCH_ADMIN_KEY } from "../lib/processes.ts";
@@ -8,6 +7,7 @@ import { latencyResult, leaseHolder, type Trial, twoInstances, untilKnownToB } f
 import { formatNumber, type Result, type Target } from "../lib/report.ts";
 import { type CreatedSession, createSessionsOverHttp } from "../lib/sessions.ts";
 import { percentile } from "../lib/stats.ts";
+import { recyclingUnavailable } from "./claims-refusal.ts";
 
 const SESSIONS = 1_000;
 const SESSIONS_TEXT = formatNumber(SESSIONS);
@@ -31,11 +31,7 @@ export const claimsRefusal1000: Benchmark = {
   name: "claims-refusal-1000",
   issue: 5,
   description: `PUT /v1/users/{id}/claims on A until B refuses all ${SESSIONS_TEXT} sessions of the user; the fan-out's end`,
-  unavailable: async () =>
-    (await moduleExists("src/adapters/http/routes/recycle.ts")) &&
-    (await moduleExists("src/app/recycle-process-manager.ts"))
-      ? undefined
-      : "the claims route and the recycling process manager are not in the tree yet",
+  unavailable: recyclingUnavailable,
   run: (options) =>
     withEnvironment("claimsbulk", async (env) => {
       // The default is no per-user limit; pinned because 1,000 sessions of one user depend on it (with a

@@ -15,6 +15,14 @@ import type { Target } from "../lib/report.ts";
 import { createSessionsOverHttp } from "../lib/sessions.ts";
 
 const TRIALS = 100;
+
+/** Why a claims benchmark cannot run yet, or undefined once the claims route and the process manager exist. */
+export async function recyclingUnavailable(): Promise<string | undefined> {
+  return (await moduleExists("src/adapters/http/routes/recycle.ts")) &&
+    (await moduleExists("src/app/recycle-process-manager.ts"))
+    ? undefined
+    : "the claims route and the recycling process manager are not in the tree yet";
+}
 const WARMUP = 10;
 const TARGET: Target = { kind: "none" };
 
@@ -27,11 +35,7 @@ export const claimsRefusal: Benchmark = {
   name: "claims-refusal",
   issue: 5,
   description: "PUT /v1/users/{id}/claims on instance A until instance B refuses the user's token (p50/p99)",
-  unavailable: async () =>
-    (await moduleExists("src/adapters/http/routes/recycle.ts")) &&
-    (await moduleExists("src/app/recycle-process-manager.ts"))
-      ? undefined
-      : "the claims route and the recycling process manager are not in the tree yet",
+  unavailable: recyclingUnavailable,
   run: (options) =>
     withEnvironment("claims", async (env) => {
       const { a, b } = await twoInstances(env);
