@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { isAdmin } from "../../app/access.ts";
+import { statsFor } from "../../app/session-stats.ts";
 import { viewFromRow, viewFromState } from "../http/schemas.ts";
 import type { McpToolDeps, ToolCaller, ToolRegistry } from "./tool-deps.ts";
 import { createToolHelpers, sessionIdInput } from "./tool-helpers.ts";
@@ -268,13 +269,8 @@ export function registerSessionTools(server: ToolRegistry, deps: McpToolDeps, ca
   server.registerTool("session-stats", sessionStatsTool, () =>
     guarded("session-stats", "STATS_FAILED", "Could not compute statistics", async () => {
       const { principal } = caller;
-      const global = isAdmin(principal);
-      if (!global) requirePermission("sessions:read");
-      await service.readYourWrites();
-      const stats = await deps.readModel.stats(
-        global || principal.kind !== "user" ? undefined : principal.userId,
-        clock.now(),
-      );
+      if (!isAdmin(principal)) requirePermission("sessions:read");
+      const { stats, scope } = await statsFor(principal, { service, readModel: deps.readModel, clock });
       return {
         active: stats.active,
         expired: stats.expired,
@@ -283,7 +279,7 @@ export function registerSessionTools(server: ToolRegistry, deps: McpToolDeps, ca
         total: stats.total,
         createdToday: stats.createdToday,
         lastActivityAt: stats.lastActivityAt?.toISOString() ?? null,
-        scope: global ? "global" : "user",
+        scope,
       };
     }),
   );

@@ -5,6 +5,7 @@ import { can, canActOn, isAdmin, type Permission, type Principal } from "../../.
 import type { CommandContext } from "../../../app/command-handler.ts";
 import type { SessionReadModel } from "../../../app/ports.ts";
 import type { SessionService } from "../../../app/session-service.ts";
+import { statsFor } from "../../../app/session-stats.ts";
 import type { RequestFacts, Validator } from "../../../app/validator.ts";
 import { sessionNotFound } from "../../../domain/errors.ts";
 import type { Clock, IdGenerator } from "../../../domain/ports.ts";
@@ -202,12 +203,7 @@ export function registerSessionRoutes(fastify: FastifyInstance, deps: SessionRou
     async (request) => {
       const principal = await requirePrincipal(request);
       if (!can(principal, "sessions:read")) throw accessDenied("Statistics need sessions:read");
-      const global = isAdmin(principal);
-      await service.readYourWrites();
-      const stats = await deps.readModel.stats(
-        global || principal.kind !== "user" ? undefined : principal.userId,
-        clock.now(),
-      );
+      const { stats, scope } = await statsFor(principal, { service, readModel: deps.readModel, clock });
       return {
         active: stats.active,
         expired: stats.expired,
@@ -216,7 +212,7 @@ export function registerSessionRoutes(fastify: FastifyInstance, deps: SessionRou
         total: stats.total,
         created_today: stats.createdToday,
         last_activity_at: stats.lastActivityAt?.toISOString() ?? null,
-        scope: global ? ("global" as const) : ("user" as const),
+        scope,
       };
     },
   );
