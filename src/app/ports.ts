@@ -100,6 +100,13 @@ export type SessionStats = {
   lastActivityAt: Date | null;
 };
 
+/**
+ * How current a read-model answer is: the log position the read model had applied when it was queried
+ * (the answer reflects at least every event up to it), and how many log positions it was still short of this
+ * instance's own last write (0: the answer includes everything written through this instance).
+ */
+export type ReadModelFreshness = { position: number; behind: number };
+
 export interface SessionReadModel {
   getSession(sessionId: string): Promise<SessionRow | undefined>;
   listSessions(query: ListSessionsQuery): Promise<SessionPage>;

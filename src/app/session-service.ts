@@ -34,7 +34,7 @@ import {
   type HandleOptions,
 } from "./command-handler.ts";
 import type { SessionPolicy } from "./policy.ts";
-import type { SessionReadModel, ValidationReplica, ValidationStore } from "./ports.ts";
+import type { ReadModelFreshness, SessionReadModel, ValidationReplica, ValidationStore } from "./ports.ts";
 import { createWithinLimit, type SessionLimiter } from "./session-limit.ts";
 import { fanOutCommandId } from "./user-service.ts";
 
@@ -395,9 +395,14 @@ export function createSessionService(deps: SessionServiceDeps) {
       return state.status === "none" ? undefined : validationEntryFromState(state, version);
     },
 
-    /** Read models reflect everything this instance has written, give or take `timeoutMs`. */
-    async readYourWrites(timeoutMs = 1_000) {
-      await waitForReadModel(deps.readModel, lastPosition, timeoutMs);
+    /**
+     * Waits up to `timeoutMs` for the read model to reflect everything this instance has written, then
+     * says how far it got: queries answer from it either way, and their callers can tell which it was.
+     */
+    async readYourWrites(timeoutMs = 1_000): Promise<ReadModelFreshness> {
+      const required = lastPosition;
+      const position = await waitForReadModel(deps.readModel, required, timeoutMs);
+      return { position, behind: Math.max(0, required - position) };
     },
   };
 }
@@ -415,13 +420,14 @@ function requireExisting(sessionId: string, state: SessionState): ExistingSessio
   return state;
 }
 
+/** The read model's checkpoint once it reaches `position`, or the last one seen when `timeoutMs` ran out. */
 async function waitForReadModel(readModel: SessionReadModel, position: number, timeoutMs: number) {
   const deadline = Date.now() + timeoutMs;
   let delay = 1;
-  while ((await readModel.checkpoint()) < position) {
-    if (Date.now() >= deadline) return false;
+  for (;;) {
+    const reached = await readModel.checkpoint();
+    if (reached >= position || Date.now() >= deadline) return reached;
     await new Promise((resolve) => setTimeout(resolve, delay));
     delay = Math.min(delay * 2, 25);
   }
-  return true;
 }

@@ -1,6 +1,6 @@
 import type { Clock } from "../domain/ports.ts";
 import { isAdmin, type Principal } from "./access.ts";
-import type { SessionReadModel, SessionStats } from "./ports.ts";
+import type { ReadModelFreshness, SessionReadModel, SessionStats } from "./ports.ts";
 
 /**
  * The statistics a caller sees (REST and MCP alike): everyone's for an admin, otherwise the caller's own,
@@ -8,13 +8,17 @@ import type { SessionReadModel, SessionStats } from "./ports.ts";
  */
 export async function statsFor(
   principal: Principal,
-  deps: { service: { readYourWrites(): Promise<unknown> }; readModel: SessionReadModel; clock: Clock },
-): Promise<{ stats: SessionStats; scope: "global" | "user" }> {
+  deps: {
+    service: { readYourWrites(): Promise<ReadModelFreshness> };
+    readModel: SessionReadModel;
+    clock: Clock;
+  },
+): Promise<{ stats: SessionStats; scope: "global" | "user"; freshness: ReadModelFreshness }> {
   const global = isAdmin(principal);
-  await deps.service.readYourWrites();
+  const freshness = await deps.service.readYourWrites();
   const stats = await deps.readModel.stats(
     global || principal.kind !== "user" ? undefined : principal.userId,
     deps.clock.now(),
   );
-  return { stats, scope: global ? "global" : "user" };
+  return { stats, scope: global ? "global" : "user", freshness };
 }

@@ -137,6 +137,7 @@ describe("roles", () => {
     });
     expect(listed.statusCode).toBe(200);
     expect(listed.json()).toMatchObject({ user_id: other.id, total: 1 });
+    expect(listed.headers["tessera-read-model-behind"]).toBe("0");
     const byKey = await b.app.inject({
       method: "GET",
       url: `/v1/users/${other.id}/sessions?status=all`,

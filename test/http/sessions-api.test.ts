@@ -1,5 +1,5 @@
 import type { InjectOptions } from "fastify";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { Tessera } from "../../src/main.ts";
 import { adminHeaders, bearer, startEmbedded } from "../support/tessera.ts";
 
@@ -118,6 +118,10 @@ describe("session lifecycle over REST", () => {
     });
     expect(page2.json().sessions).toHaveLength(1);
     expect(page2.json().next_cursor).toBeNull();
+    // Every write above went through this instance: the answer includes all of them and says so.
+    const written = await eventCount();
+    expect(Number(page1.headers["tessera-read-model-position"])).toBeGreaterThanOrEqual(written);
+    expect(page1.headers["tessera-read-model-behind"]).toBe("0");
 
     const stats = await tessera.app.inject({
       method: "GET",
@@ -125,6 +129,7 @@ describe("session lifecycle over REST", () => {
       headers: bearer(first.token),
     });
     expect(stats.json()).toMatchObject({ active: 3, total: 3, scope: "user" });
+    expect(stats.headers["tessera-read-model-behind"]).toBe("0");
     const global = await tessera.app.inject({
       method: "GET",
       url: "/v1/sessions/stats",
@@ -132,6 +137,33 @@ describe("session lifecycle over REST", () => {
     });
     expect(global.json().scope).toBe("global");
     expect(global.json().total).toBeGreaterThanOrEqual(4);
+  });
+
+  it("says so when a listing answers before the read model has this instance's writes", async () => {
+    const { token } = await createFor("dora");
+    const written = await eventCount();
+    // A projection that has stalled at position 1: the listing waits its second, then answers anyway.
+    const stalled = vi.spyOn(tessera.readModel, "checkpoint").mockResolvedValue(1);
+    try {
+      const started = Date.now();
+      const listing = await tessera.app.inject({
+        method: "GET",
+        url: "/v1/sessions",
+        headers: bearer(token),
+      });
+      expect(listing.statusCode).toBe(200);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+      expect(listing.headers["tessera-read-model-position"]).toBe("1");
+      expect(listing.headers["tessera-read-model-behind"]).toBe(String(written - 1));
+      const stats = await tessera.app.inject({
+        method: "GET",
+        url: "/v1/sessions/stats",
+        headers: adminHeaders,
+      });
+      expect(stats.headers["tessera-read-model-behind"]).toBe(String(written - 1));
+    } finally {
+      stalled.mockRestore();
+    }
   });
 
   it("revokes all of the caller's sessions except the current one", async () => {

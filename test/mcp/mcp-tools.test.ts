@@ -81,9 +81,12 @@ describe("list-sessions", () => {
       sessions: Array<Record<string, unknown>>;
       count: number;
       total: number;
+      readModel: { position: number; behind: number };
     }>(await callTool(u.mcp, "list-sessions"));
     expect(listed.count).toBe(2);
     expect(listed.total).toBe(2);
+    expect(listed.readModel.position).toBeGreaterThan(0);
+    expect(listed.readModel.behind).toBe(0);
     const own = listed.sessions.find((s) => s.id === u.sessionId);
     expect(own).toMatchObject({ userId: "list-own", status: "active", kind: "api", metadata: {} });
     expect(Object.keys(own ?? {})).toEqual(

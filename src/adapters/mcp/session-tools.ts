@@ -42,6 +42,14 @@ const createSessionTool = {
   annotations: { destructiveHint: false, openWorldHint: false },
 };
 
+// The same figures REST sends as tessera-read-model-* headers (docs/architecture.md).
+const readModelFreshness = z
+  .object({
+    position: z.number().describe("Log position the read model had applied when queried"),
+    behind: z.number().describe("Log positions it was short of this instance's last write (0: all included)"),
+  })
+  .describe("How current the answer is");
+
 const listSessionsTool = {
   title: "List sessions",
   description:
@@ -60,6 +68,7 @@ const listSessionsTool = {
     count: z.number().describe("Sessions on this page"),
     total: z.number().describe("Sessions matching in all pages"),
     nextCursor: z.string().nullable(),
+    readModel: readModelFreshness,
   },
   annotations: { readOnlyHint: true, openWorldHint: false },
 };
@@ -147,6 +156,7 @@ const sessionStatsTool = {
     createdToday: z.number(),
     lastActivityAt: z.string().nullable(),
     scope: z.enum(["user", "global"]),
+    readModel: readModelFreshness,
   },
   annotations: { readOnlyHint: true, openWorldHint: false },
 };
@@ -195,7 +205,7 @@ export function registerSessionTools(server: ToolRegistry, deps: McpToolDeps, ca
   server.registerTool("list-sessions", listSessionsTool, ({ userId, status, limit, cursor }) =>
     guarded("list-sessions", "LIST_FAILED", "Could not list sessions", async () => {
       const target = targetUser(userId, "sessions:read");
-      await service.readYourWrites();
+      const readModel = await service.readYourWrites();
       const now = clock.now();
       const page = await deps.readModel.listSessions({
         userId: target,
@@ -205,7 +215,7 @@ export function registerSessionTools(server: ToolRegistry, deps: McpToolDeps, ca
         now,
       });
       const sessions = page.sessions.map((row) => toToolSession(viewFromRow(row, now)));
-      return { sessions, count: sessions.length, total: page.total, nextCursor: page.nextCursor };
+      return { sessions, count: sessions.length, total: page.total, nextCursor: page.nextCursor, readModel };
     }),
   );
 
@@ -270,7 +280,11 @@ export function registerSessionTools(server: ToolRegistry, deps: McpToolDeps, ca
     guarded("session-stats", "STATS_FAILED", "Could not compute statistics", async () => {
       const { principal } = caller;
       if (!isAdmin(principal)) requirePermission("sessions:read");
-      const { stats, scope } = await statsFor(principal, { service, readModel: deps.readModel, clock });
+      const { stats, scope, freshness } = await statsFor(principal, {
+        service,
+        readModel: deps.readModel,
+        clock,
+      });
       return {
         active: stats.active,
         expired: stats.expired,
@@ -280,6 +294,7 @@ export function registerSessionTools(server: ToolRegistry, deps: McpToolDeps, ca
         createdToday: stats.createdToday,
         lastActivityAt: stats.lastActivityAt?.toISOString() ?? null,
         scope,
+        readModel: freshness,
       };
     }),
   );

@@ -17,6 +17,7 @@ import { commandContext, idempotencyKeyOf, principalKey } from "../command-conte
 import { compiledSerializer } from "../compiled-serializer.ts";
 import { accessDenied, HttpProblem, unauthorized } from "../problem.ts";
 import { quickValidator } from "../quick-validator.ts";
+import { setReadModelHeaders } from "../read-model-headers.ts";
 import {
   createSessionBody,
   listQuery,
@@ -170,7 +171,7 @@ export function registerSessionRoutes(fastify: FastifyInstance, deps: SessionRou
         },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const principal = await requirePrincipal(request);
       if (!can(principal, "sessions:read")) throw accessDenied("Listing sessions needs sessions:read");
       const query = request.query;
@@ -180,7 +181,7 @@ export function registerSessionRoutes(fastify: FastifyInstance, deps: SessionRou
         if (query.user_id !== undefined && query.user_id !== principal.userId) throw accessDenied();
         userId = principal.userId;
       }
-      await service.readYourWrites();
+      setReadModelHeaders(reply, await service.readYourWrites());
       const now = clock.now();
       const page = await deps.readModel.listSessions({
         userId,
@@ -200,10 +201,15 @@ export function registerSessionRoutes(fastify: FastifyInstance, deps: SessionRou
   app.get(
     "/v1/sessions/stats",
     { schema: { summary: "Session statistics: own, or global for admins", response: { 200: statsView } } },
-    async (request) => {
+    async (request, reply) => {
       const principal = await requirePrincipal(request);
       if (!can(principal, "sessions:read")) throw accessDenied("Statistics need sessions:read");
-      const { stats, scope } = await statsFor(principal, { service, readModel: deps.readModel, clock });
+      const { stats, scope, freshness } = await statsFor(principal, {
+        service,
+        readModel: deps.readModel,
+        clock,
+      });
+      setReadModelHeaders(reply, freshness);
       return {
         active: stats.active,
         expired: stats.expired,

@@ -9,6 +9,7 @@ import type { Clock, IdGenerator } from "../../../domain/ports.ts";
 import type { Authenticate } from "../authenticate.ts";
 import { commandContext } from "../command-context.ts";
 import { accessDenied, HttpProblem, unauthorized } from "../problem.ts";
+import { setReadModelHeaders } from "../read-model-headers.ts";
 import { listQuery, sessionView, viewFromRow } from "../schemas.ts";
 import { asOfResponse, asOfView } from "./audit.ts";
 
@@ -60,13 +61,13 @@ export function userSessionRoutesPlugin(deps: UserSessionRouteDeps) {
           },
         },
       },
-      async (request) => {
+      async (request, reply) => {
         await requireAdmin(request);
         if (request.query.as_of !== undefined) {
           if (!deps.asOf) throw new HttpProblem(400, "invalid_request", "as_of is not available here");
           return asOfResponse(deps.asOf, request.params.id, request.query.as_of);
         }
-        await deps.service.readYourWrites();
+        setReadModelHeaders(reply, await deps.service.readYourWrites());
         const now = deps.clock.now();
         const page = await deps.readModel.listSessions({
           userId: request.params.id,
