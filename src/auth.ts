@@ -17,7 +17,7 @@ import {
 } from "./adapters/postgres/user-directory.ts";
 import type { AsOfQuery } from "./app/as-of-query.ts";
 import { type AccessTokens, createAccessTokens } from "./app/jwt.ts";
-import { generateSigningKey, loadSigningKey } from "./app/jwt-keys.ts";
+import { generateSigningKey, loadSigningKey, loadVerifyKeys } from "./app/jwt-keys.ts";
 import { createLoginService, type LoginService } from "./app/login-service.ts";
 import type { SessionPolicy } from "./app/policy.ts";
 import type { SessionReadModel, UserDirectory, ValidationReplica } from "./app/ports.ts";
@@ -101,8 +101,18 @@ export async function createAuth<DB>(deps: {
     config.jwtPrivateKey === undefined
       ? await generateSigningKey()
       : await loadSigningKey(config.jwtPrivateKey);
+  const verifyKeys =
+    config.jwtVerifyKeys === undefined ? [] : await loadVerifyKeys(config.jwtVerifyKeys, key);
+  if (verifyKeys.length > 0) {
+    // Kids are public (they are in the JWKS); saying which are live helps follow a rotation.
+    logger.info(
+      { signingKid: key.kid, verifyKids: verifyKeys.map((k) => k.kid) },
+      "access tokens: verifying with verify-only keys besides the signing key (TESSERA_JWT_VERIFY_KEYS)",
+    );
+  }
   const accessTokens = createAccessTokens({
     key,
+    verifyKeys,
     issuer: config.auth.jwtIssuer,
     audience: config.auth.jwtAudience,
     ttlSeconds: config.accessTokenTtlSeconds,

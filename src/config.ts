@@ -42,6 +42,7 @@ const environmentSchema = z.object({
   TESSERA_RETENTION_SECONDS: seconds(30 * 24 * 3600),
   TESSERA_ACCESS_TOKEN_TTL_SECONDS: positiveSeconds(900),
   TESSERA_JWT_PRIVATE_KEY: optionalText,
+  TESSERA_JWT_VERIFY_KEYS: optionalText,
   TESSERA_JWT_ISSUER: z.string().min(1).default("tessera"),
   TESSERA_JWT_AUDIENCE: z.string().min(1).default("tessera"),
   TESSERA_RATE_LIMIT_WINDOW_SECONDS: positiveSeconds(60),
@@ -80,6 +81,8 @@ export type Config = {
   policy: SessionPolicy;
   accessTokenTtlSeconds: number;
   jwtPrivateKey: string | undefined;
+  /** Extra public keys that verify access tokens (rotation overlap); parsed with the signing key. */
+  jwtVerifyKeys: string | undefined;
   auth: {
     jwtIssuer: string;
     jwtAudience: string;
@@ -170,6 +173,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     accessTokenTtlSeconds: e.TESSERA_ACCESS_TOKEN_TTL_SECONDS,
     jwtPrivateKey: e.TESSERA_JWT_PRIVATE_KEY,
+    jwtVerifyKeys: e.TESSERA_JWT_VERIFY_KEYS,
     auth: {
       jwtIssuer: e.TESSERA_JWT_ISSUER,
       jwtAudience: e.TESSERA_JWT_AUDIENCE,

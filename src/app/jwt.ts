@@ -1,6 +1,6 @@
 import { decodeJwt, decodeProtectedHeader, errors, type JWTPayload, jwtVerify, SignJWT } from "jose";
 import type { Clock, IdGenerator } from "../domain/ports.ts";
-import type { SigningKey } from "./jwt-keys.ts";
+import type { SigningKey, VerificationKey } from "./jwt-keys.ts";
 
 /**
  * Access tokens (DESIGN §2): short-lived JWTs (RFC 9068 profile, `typ: at+jwt`) naming the session they
@@ -48,6 +48,11 @@ const CLOCK_TOLERANCE_SECONDS = 5;
 
 export type AccessTokenDeps = {
   key: SigningKey;
+  /**
+   * Verify-only keys (TESSERA_JWT_VERIFY_KEYS): tokens signed by them are accepted and they are published
+   * in the JWKS, so a signing key can be rotated without refusing the tokens in flight (docs/auth.md).
+   */
+  verifyKeys?: readonly VerificationKey[];
   issuer: string;
   audience: string;
   ttlSeconds: number;
@@ -60,6 +65,13 @@ export type AccessTokenDeps = {
 export function createAccessTokens(deps: AccessTokenDeps) {
   const { key, issuer, audience, clock } = deps;
   const cacheSize = deps.cacheSize ?? 10_000;
+  const verifyKeys = deps.verifyKeys ?? [];
+  // The header's kid picks the key; the signing key is always one of them.
+  const keysByKid = new Map<string, VerificationKey>([key, ...verifyKeys].map((k) => [k.kid, k]));
+  if (keysByKid.size !== 1 + verifyKeys.length) throw new Error("access-token keys must have distinct kids");
+  const algorithms = [...new Set([...keysByKid.values()].map((k) => k.alg))];
+  // Signing key first: relying parties that take the first key get the one new tokens are signed with.
+  const publishedKeys = [key, ...verifyKeys].map((k) => k.publicJwk);
   // A token string always verifies the same way; only time changes the verdict, and exp is rechecked on
   // every hit. Session validity is never cached here (the authenticator checks it per request).
   const verified = new Map<string, AccessTokenClaims>();
@@ -79,7 +91,7 @@ export function createAccessTokens(deps: AccessTokenDeps) {
     audience,
 
     jwks() {
-      return { keys: [key.publicJwk] };
+      return { keys: [...publishedKeys] };
     },
 
     async issue(input: {
@@ -116,13 +128,14 @@ export function createAccessTokens(deps: AccessTokenDeps) {
     },
 
     /**
-     * Is this JWT one of ours (our kid, or our issuer)? Decides whether this verifier judges it or leaves it
-     * to others (e.g. an IdP's tokens); it proves nothing, the signature check does.
+     * Is this JWT one of ours (one of our kids, or our issuer)? Decides whether this verifier judges it or
+     * leaves it to others (e.g. an IdP's tokens); it proves nothing, the signature check does.
      */
     isOwn(token: string): boolean {
       if (verified.has(token)) return true;
       try {
-        return decodeProtectedHeader(token).kid === key.kid || decodeJwt(token).iss === issuer;
+        const { kid } = decodeProtectedHeader(token);
+        return (kid !== undefined && keysByKid.has(kid)) || decodeJwt(token).iss === issuer;
       } catch {
         return false;
       }
@@ -140,13 +153,16 @@ export function createAccessTokens(deps: AccessTokenDeps) {
         ({ payload } = await jwtVerify(
           token,
           (header) => {
-            if (header.kid !== key.kid) throw new JwtRejected("unknown_key");
-            return key.publicKey;
+            const known = header.kid === undefined ? undefined : keysByKid.get(header.kid);
+            if (!known) throw new JwtRejected("unknown_key");
+            // `algorithms` admits every key's alg; each key still verifies only with its own.
+            if (header.alg !== known.alg) throw new JwtRejected("alg_not_allowed");
+            return known.publicKey;
           },
           {
             issuer,
             audience,
-            algorithms: [key.alg],
+            algorithms,
             typ: TOKEN_TYPE,
             currentDate: new Date(clock.now()),
             clockTolerance: CLOCK_TOLERANCE_SECONDS,

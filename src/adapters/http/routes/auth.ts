@@ -106,7 +106,9 @@ export function authRoutesPlugin(deps: AuthRouteDeps) {
       "/.well-known/jwks.json",
       {
         schema: {
-          summary: "Public keys that sign access tokens (JWK Set)",
+          summary: "Public keys that verify access tokens (JWK Set)",
+          description:
+            "The signing key first, then the verify-only keys of TESSERA_JWT_VERIFY_KEYS (key rotation).",
           tags: ["auth"],
           response: { 200: z.object({ keys: z.array(z.record(z.string(), z.unknown())) }) },
         },
