@@ -39,6 +39,7 @@ import { assertAppendOptions, assertFollowOptions } from "../codec/event-log-gua
 import { createBatchHandover } from "./batch-handover.ts";
 import { ensureEventStream } from "./event-stream.ts";
 import { headerBlockMentions } from "./header-peek.ts";
+import { createRecentDecodes } from "./recent-decodes.ts";
 import { createEventSubjects } from "./subjects.ts";
 
 /**
@@ -75,6 +76,12 @@ const MSG_ID = "Nats-Msg-Id";
 const EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence";
 export const TRACEPARENT_HEADER = "traceparent";
 const TRACEPARENT_BYTES = new TextEncoder().encode(TRACEPARENT_HEADER);
+
+/**
+ * Decoded events kept for the process's other followers of this log (recent-decodes.ts). Followers at the
+ * head receive each message within the same socket read; one far behind misses and decodes itself.
+ */
+const RECENT_DECODES = 512;
 
 /** Messages decoded in a row while following before I/O callbacks get a turn. */
 const YIELD_EVERY = 128;
@@ -118,14 +125,21 @@ export async function createJetStreamEventLog(options: JetStreamEventLogOptions)
   };
   const fromStored = (m: StoredMsg) =>
     toRecorded(m.subject, m.seq, m.data, m.header?.get(TRACEPARENT_HEADER));
-  // Most events have no traceparent: peek before letting the client decode every header of the message.
-  const fromJsMsg = (m: JsMsg) =>
-    toRecorded(
-      m.subject,
-      m.seq,
-      m.data,
-      headerBlockMentions(m, TRACEPARENT_BYTES) === false ? undefined : m.headers?.get(TRACEPARENT_HEADER),
-    );
+  const recent = createRecentDecodes(RECENT_DECODES);
+  const fromJsMsg = (m: JsMsg) => {
+    // Most events have no traceparent: peek before letting the client decode every header of the message.
+    const traceparent =
+      (headerBlockMentions(m, TRACEPARENT_BYTES) === false
+        ? undefined
+        : m.headers?.get(TRACEPARENT_HEADER)) || undefined;
+    const { subject, seq, data } = m;
+    // Another follower in this process has usually just decoded the same message.
+    const known = recent.lookup(seq, subject, traceparent, data);
+    if (known !== undefined) return known;
+    const event = toRecorded(subject, seq, data, traceparent);
+    recent.remember(seq, subject, traceparent, data, event);
+    return event;
+  };
 
   function publishHeaders(options: AppendOptions): MsgHdrs {
     const h = headers();
