@@ -1,5 +1,6 @@
 import { connect, type NatsConnection, type NodeConnectionOptions } from "@nats-io/transport-node";
-// Applied on import: every connection this process opens shares the patched request class.
+// Applied on import: every connection this process opens shares the patched request and protocol classes.
+import "./flush-patch.ts";
 import "./request-one-patch.ts";
 
 /**
