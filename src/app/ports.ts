@@ -34,6 +34,12 @@ export interface ValidationStore {
 export type ValidationStoreListener = {
   onSession(entry: ValidationEntry): void;
   onUser(entry: UserValidationEntry): void;
+  /**
+   * Whether the listener already holds the session at `position` or later, so that entry would change
+   * nothing for it: a store that must decode entries may skip those (e.g. this instance's own writes
+   * coming back through the KV watch). Entries are still delivered when it cannot tell the position.
+   */
+  holdsSession?(sessionId: string, position: number): boolean;
 };
 
 /** This instance's in-memory copy of the validation view. Lookups are synchronous and allocation-free. */

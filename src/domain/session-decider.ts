@@ -1,5 +1,5 @@
 import { invalidCommand, invalidGrant, sessionEnded, sessionExists, sessionNotFound } from "./errors.ts";
-import type { SessionEvent, SessionExpired } from "./events.ts";
+import type { InvalidationReason, SessionEvent, SessionExpired, SessionInvalidated } from "./events.ts";
 import type { SessionCommand } from "./session-commands.ts";
 import {
   type ActiveSession,
@@ -82,18 +82,7 @@ export function decide(command: SessionCommand, state: SessionState): SessionEve
         },
       ];
     case "InvalidateSession":
-      return [
-        {
-          type: "SessionInvalidated",
-          version: 1,
-          data: {
-            sessionId: state.sessionId,
-            userId: state.userId,
-            reason: command.data.reason,
-            invalidatedAt: iso(command.now),
-          },
-        },
-      ];
+      return [invalidationOf(state, command.data.reason, command.now)];
     case "ExpireSession":
       // Not overdue (checked above): the session was renewed or touched since the scheduler looked.
       return [];
@@ -238,6 +227,37 @@ export function expiryOf(
       expiredAt: iso(now),
       tick,
     },
+  };
+}
+
+/** What InvalidateSession depends on: a validation entry holds it, as of its log position. */
+export type InvalidationFacts = DeadlineFacts &
+  Pick<ActiveSession, "sessionId" | "userId"> & { status: SessionState["status"] };
+
+/**
+ * InvalidateSession decided on those facts alone (e.g. the validation entry of the stream's current
+ * version, without reading the stream): exactly the event decide() records for a live session that is not
+ * overdue. Undefined where decide() has more to say: an ended session is a no-op answered from the whole
+ * state, an overdue one records SessionExpired instead.
+ */
+export function invalidationOn(
+  facts: InvalidationFacts,
+  reason: InvalidationReason,
+  now: number,
+): SessionInvalidated | undefined {
+  if (facts.status !== "active" || overdueCause(facts, now) !== undefined) return undefined;
+  return invalidationOf(facts, reason, now);
+}
+
+function invalidationOf(
+  session: Pick<ActiveSession, "sessionId" | "userId">,
+  reason: InvalidationReason,
+  now: number,
+): SessionInvalidated {
+  return {
+    type: "SessionInvalidated",
+    version: 1,
+    data: { sessionId: session.sessionId, userId: session.userId, reason, invalidatedAt: iso(now) },
   };
 }
 

@@ -8,7 +8,7 @@ import {
   sessionStream,
 } from "../../src/domain/events.ts";
 import type { CreateSession, SessionCommand } from "../../src/domain/session-commands.ts";
-import { decide, effectiveTouchIntervalMs } from "../../src/domain/session-decider.ts";
+import { decide, effectiveTouchIntervalMs, invalidationOn } from "../../src/domain/session-decider.ts";
 import {
   evolve,
   initialSessionState,
@@ -344,6 +344,29 @@ describe("session decider properties", () => {
         const event = events[replayed];
         if (!event) return;
         expect(evolveValidationEntry(entry, recorded(event, replayed + 1))).toBe(entry);
+      }),
+      RUNS,
+    );
+  });
+
+  it("(f) InvalidateSession decided on the validation entry records what decide() records on the state", () => {
+    const reason = fc.constantFrom("logout" as const, "revoked" as const, "revoked_by_admin" as const);
+    fc.assert(
+      fc.property(history, reason, (steps, why) => {
+        let position = 0;
+        for (const trace of run(steps)) {
+          position += trace.events.length;
+          const state = trace.after;
+          if (state.status === "none") continue;
+          // The entry the replica would hold for the stream as it is now, and an invalidation arriving now.
+          const entry = validationEntryFromState(state, position);
+          const { now } = trace.command;
+          const onEntry = invalidationOn(entry, why, now);
+          const onState = decide({ type: "InvalidateSession", now, data: { reason: why } }, state);
+          if (onEntry !== undefined) expect(onState).toEqual([onEntry]);
+          // It leaves to the whole state only what needs it: an ended session, an overdue one.
+          else expect(isEnded(state) || overdueCause(state, now) !== undefined).toBe(true);
+        }
       }),
       RUNS,
     );

@@ -7,7 +7,12 @@ import { z } from "zod";
 import { compiledSerializer } from "../../src/adapters/http/compiled-serializer.ts";
 import { quickValidator } from "../../src/adapters/http/quick-validator.ts";
 import { fixedWindowLimiter } from "../../src/adapters/http/rate-limit.ts";
-import { sessionView, validateBody, viewFromState } from "../../src/adapters/http/schemas.ts";
+import {
+  createSessionBody,
+  sessionView,
+  validateBody,
+  viewFromState,
+} from "../../src/adapters/http/schemas.ts";
 import { createLatencyHistogram } from "../../src/adapters/metrics/latency-histogram.ts";
 import type { ExistingSession } from "../../src/domain/session-state.ts";
 import type { Tessera } from "../../src/main.ts";
@@ -112,6 +117,91 @@ describe("quickValidator", () => {
       }),
       { numRuns: 2000 },
     );
+  });
+
+  it("accepts and refuses create bodies exactly as zod does (arrays, enums, integers, metadata)", () => {
+    const quickCreate = quickValidator(route(createSessionBody));
+    const zodCreate = validatorCompiler(route(createSessionBody));
+    const name = fc.oneof(
+      fc.string({ maxLength: 8 }),
+      fc.string({ minLength: 125, maxLength: 132 }),
+      fc.string({ minLength: 250, maxLength: 260 }),
+    );
+    const names = fc.oneof(
+      fc.array(name, { maxLength: 4 }),
+      fc.array(fc.constant("r"), { minLength: 62, maxLength: 66 }),
+      fc.array(fc.oneof(name, fc.integer(), fc.constant(null)), { maxLength: 3 }),
+    );
+    const integer = fc.oneof(
+      fc.integer({ min: -3, max: 3 }),
+      fc.integer({ min: 31_535_998, max: 31_536_002 }),
+      fc.double(),
+      fc.constantFrom(-0, 2 ** 53, Number.POSITIVE_INFINITY, Number.NaN, "60"),
+    );
+    const metadata = fc.oneof(
+      fc.dictionary(
+        fc.oneof(fc.string({ maxLength: 10 }), fc.string({ minLength: 126, maxLength: 130 })),
+        fc.jsonValue({ maxDepth: 2 }),
+        { maxKeys: 3 },
+      ),
+      fc.record({ big: fc.string({ minLength: 8_150, maxLength: 8_250 }) }),
+      fc.array(fc.string(), { maxLength: 2 }),
+      fc.constant(null),
+      fc.string(),
+    );
+    const validName = fc.string({ minLength: 1, maxLength: 128 });
+    const validBody = fc.record(
+      {
+        user_id: validName,
+        username: validName,
+        roles: fc.array(validName, { maxLength: 64 }),
+        groups: fc.array(validName, { maxLength: 3 }),
+        kind: fc.constantFrom("web", "api", "mcp"),
+        ttl_seconds: fc.integer({ min: 1, max: 31_536_000 }),
+        idle_timeout_seconds: fc.integer({ min: 0, max: 31_536_000 }),
+        metadata: fc.dictionary(fc.string({ maxLength: 128 }), fc.jsonValue({ maxDepth: 2 }), { maxKeys: 4 }),
+        client: validName,
+      },
+      { requiredKeys: [] },
+    );
+    const createBody = fc.oneof(
+      validBody,
+      fc.record(
+        {
+          user_id: fc.oneof(name, field),
+          username: name,
+          roles: names,
+          groups: names,
+          kind: fc.oneof(fc.constantFrom("web", "api", "mcp", "API", ""), field),
+          ttl_seconds: integer,
+          idle_timeout_seconds: integer,
+          metadata,
+          client: fc.oneof(name, field),
+          extra: field,
+        },
+        { requiredKeys: [] },
+      ),
+      fc.constant(null),
+      fc.constant(undefined),
+      fc.jsonValue({ maxDepth: 2 }),
+    );
+    let quickAccepted = 0;
+    fc.assert(
+      fc.property(createBody, (data) => {
+        const fast = quickCreate(data) as { value?: unknown; error?: Error };
+        const slow = zodCreate(data) as { value?: unknown; error?: Error };
+        expect(fast.error?.message).toEqual(slow.error?.message);
+        expect(fast.value).toEqual(slow.value);
+        if (fast.value === data && data !== undefined && data !== null && slow.value !== data)
+          quickAccepted++;
+      }),
+      { numRuns: 3000 },
+    );
+    // The fast path must actually be taken for valid bodies, not only fall back to zod.
+    expect(quickAccepted).toBeGreaterThan(50);
+    const benchBody = { user_id: "bench-user-1", roles: ["user"], metadata: { source: "bench" } };
+    expect(quickCreate(benchBody)).toEqual({ value: benchBody });
+    expect((quickCreate(benchBody) as { value: unknown }).value).toBe(benchBody);
   });
 
   it("keeps zod for schemas it does not know", () => {

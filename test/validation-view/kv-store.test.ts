@@ -113,6 +113,82 @@ describe("NATS KV validation store", () => {
   });
 });
 
+describe("NATS KV validation store: revisions learned from the watch", () => {
+  /** Counts the KV reads of a bucket made by anyone (the JetStream API requests for its messages). */
+  async function countReads(bucket: string) {
+    const counter = await connectNats();
+    let count = 0;
+    const stream = `KV_${bucket}`;
+    for (const subject of [
+      `$JS.API.DIRECT.GET.${stream}`,
+      `$JS.API.DIRECT.GET.${stream}.>`,
+      `$JS.API.STREAM.MSG.GET.${stream}`,
+    ]) {
+      counter.subscribe(subject, {
+        callback: () => {
+          count++;
+        },
+      });
+    }
+    await counter.flush();
+    return {
+      get count() {
+        return count;
+      },
+      close: () => counter.close(),
+    };
+  }
+
+  it("an instance that watched an entry writes its ending with one update and no read", async () => {
+    const storePrefix = `${prefix}obs`;
+    const projection = await createKvValidationStore({ nc, prefix: storePrefix });
+    const instance = await createKvValidationStore({ nc: peerNc, prefix: storePrefix });
+    const replica = createValidationReplica();
+    const attached = await attachReplica(instance, replica);
+    const reads = await countReads(validationBucketName(storePrefix));
+    try {
+      const active = sessionEntry({ position: 3 });
+      await projection.putSession(active);
+      await replica.waitForSession(active.sessionId, 3, 2_000);
+      const before = reads.count;
+      const ended = { ...active, status: "invalidated" as const, endReason: "revoked" as const, position: 9 };
+      await instance.putSession(ended);
+      await peerNc.flush();
+      await nc.flush();
+      expect(reads.count - before).toBe(0);
+      expect(await projection.getSession(active.sessionId)).toEqual(ended);
+      // The projection then writes the same ending: its own known revision is stale, it reads and stops.
+      await projection.putSession(ended);
+      expect(await instance.getSession(active.sessionId)).toEqual(ended);
+    } finally {
+      await reads.close();
+      await attached.stop();
+    }
+  });
+
+  it("a revision that went stale after the watch saw it never lets an older entry win", async () => {
+    const storePrefix = `${prefix}stale`;
+    const other = await createKvValidationStore({ nc, prefix: storePrefix });
+    const instance = await createKvValidationStore({ nc: peerNc, prefix: storePrefix });
+    const replica = createValidationReplica();
+    const attached = await attachReplica(instance, replica);
+    const active = sessionEntry({ position: 3 });
+    await other.putSession(active);
+    await replica.waitForSession(active.sessionId, 3, 2_000);
+    // The watch stops: what the other writer does next is not seen by the instance.
+    await attached.stop();
+    const renewed = { ...active, expiresAt: active.expiresAt + 60_000, position: 5 };
+    await other.putSession(renewed);
+    // Older than what is stored: the CAS on the watched revision fails, the read shows it is older, no write.
+    await instance.putSession({ ...active, status: "invalidated", endReason: "revoked", position: 4 });
+    expect(await other.getSession(active.sessionId)).toEqual(renewed);
+    // Newer: written after the same conflict and read.
+    const ended = { ...renewed, status: "invalidated" as const, endReason: "revoked" as const, position: 6 };
+    await instance.putSession(ended);
+    expect(await other.getSession(active.sessionId)).toEqual(ended);
+  });
+});
+
 describe("NATS KV validation watch across a server restart", () => {
   let server: PrivateNats;
   let writerNc: NatsConnection;

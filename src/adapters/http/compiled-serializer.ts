@@ -4,7 +4,7 @@ import { serializerCompiler as zodSerializerCompiler } from "fastify-type-provid
 import { type ZodType, z } from "zod";
 
 /**
- * A route-level serializer compiler for the hot routes (create, validate, get): the route's zod response
+ * A route-level serializer compiler for the hot routes (create, validate, get, delete): the route's zod response
  * schema, converted once to JSON Schema, compiled with fast-json-stringify (what Fastify itself uses for
  * JSON Schema responses). The app-wide compiler of fastify-type-provider-zod parses every response with
  * zod and then runs JSON.stringify, about three times the cost; the compiled one writes the declared

@@ -89,6 +89,8 @@ export async function attachReplica(
   const watch = await store.watch({
     onSession: (entry) => replica.offerSession(entry),
     onUser: (entry) => replica.offerUser(entry),
+    // An offer at or below the held position is a no-op, so the store need not decode that entry.
+    holdsSession: (sessionId, position) => (replica.getSession(sessionId)?.position ?? -1) >= position,
   });
   return { stop: () => watch.stop() };
 }

@@ -10,6 +10,7 @@ import {
   isUserValidationEntryLike,
   isValidationEntryLike,
 } from "../memory/compact-validation-entry.ts";
+import { trailingPosition } from "./position-peek.ts";
 import { watchKvBucket } from "./watch-bucket.ts";
 
 /**
@@ -18,8 +19,9 @@ import { watchKvBucket } from "./watch-bucket.ts";
  * matters, and on 2.9 nothing expires by itself (deadlines are fields checked on read).
  *
  * Writes are compare-and-set on the key's revision, so with any number of writers an entry with a lower
- * log position never replaces a newer one. The revision of keys this process wrote is remembered, so a
- * writer that owns the key (the projection runner) usually needs a single round trip per write.
+ * log position never replaces a newer one. The revision of keys this process wrote or saw through its
+ * watch is remembered, so a write usually needs a single round trip: the projection runner's, and an
+ * ending written through by any instance.
  */
 
 export type KvValidationStoreOptions = {
@@ -90,13 +92,28 @@ export async function createKvValidationStore(options: KvValidationStoreOptions)
       );
     },
     watch(listener) {
-      return watchKvBucket(options.nc, bucket, (key, data) => {
+      const holds = listener.holdsSession?.bind(listener);
+      return watchKvBucket(options.nc, bucket, (key, data, revision) => {
         if (key.startsWith(SESSION_PREFIX)) {
+          // Every instance sees every write, its own included (a create offers its entry locally, then the
+          // projection writes the same one): an entry the listener already holds would change nothing,
+          // so its position (all the writer needs, as readKnown) is read without decoding it.
+          if (holds !== undefined) {
+            const position = trailingPosition(data);
+            if (position !== undefined && holds(key.slice(SESSION_PREFIX.length), position)) {
+              writer.observe(key, revision, position);
+              return;
+            }
+          }
           const entry = decodeSession(data);
-          if (entry) listener.onSession(entry);
+          if (!entry) return;
+          writer.observe(key, revision, entry.position);
+          listener.onSession(entry);
         } else if (key.startsWith(USER_PREFIX)) {
           const entry = decodeUser(data);
-          if (entry) listener.onUser(entry);
+          if (!entry) return;
+          writer.observe(key, revision, entry.position);
+          listener.onUser(entry);
         }
       });
     },
@@ -160,7 +177,18 @@ function createPositionedWriter(kv: KV) {
       `validation store: gave up writing ${key} after ${MAX_CAS_ATTEMPTS} conflicting attempts`,
     );
   };
-  return { put, forget: (key: string) => known.delete(key) };
+  /**
+   * A value seen through the watch. Remembering its revision lets this process's next write of the key
+   * (an ending written through by an instance that does not run the projection) be one CAS update instead
+   * of a read and an update. Never moves a known revision back: the watch may lag this process's writes.
+   * A revision that is stale by the time of the write meets a conflict, and the write reads and retries.
+   */
+  const observe = (key: string, revision: number, position: number) => {
+    const current = known.get(key);
+    if (current !== undefined && current.revision >= revision) return;
+    remember(key, { revision, position });
+  };
+  return { put, observe, forget: (key: string) => known.delete(key) };
 }
 
 export function isRevisionConflict(error: unknown): boolean {

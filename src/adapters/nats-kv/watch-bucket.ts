@@ -6,6 +6,7 @@ import {
   jetstream,
 } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { headerBlockMentions } from "../jetstream/header-peek.ts";
 
 /**
  * Follows a KV bucket with an ordered consumer: first the current value of every key, then every change,
@@ -18,12 +19,14 @@ import type { NatsConnection } from "@nats-io/transport-node";
 export type BucketWatch = { stop(): Promise<void> };
 
 const KV_OPERATION = "KV-Operation";
+const KV_OPERATION_BYTES = new TextEncoder().encode(KV_OPERATION);
 const MAX_RESTART_DELAY_MS = 5_000;
 
 export async function watchKvBucket(
   nc: NatsConnection,
   bucket: string,
-  onValue: (key: string, data: Uint8Array) => void,
+  /** `revision` is the value's revision (its sequence in the bucket's stream), what a CAS update expects. */
+  onValue: (key: string, data: Uint8Array, revision: number) => void,
 ): Promise<BucketWatch> {
   const js = jetstream(nc);
   const stream = `KV_${bucket}`;
@@ -56,11 +59,14 @@ export async function watchKvBucket(
   const onMessage = (m: JsMsg) => {
     lastSeq = m.seq;
     failures = 0;
-    const operation = m.headers?.get(KV_OPERATION);
+    // Puts carry no KV-Operation header (deletes and purges do): look for its name in the raw header
+    // block before letting the client decode every header of every update.
+    const operation =
+      headerBlockMentions(m, KV_OPERATION_BYTES) === false ? undefined : m.headers?.get(KV_OPERATION);
     if (operation !== "DEL" && operation !== "PURGE" && m.subject.startsWith(subjectPrefix)) {
       // A listener that throws must not end the watch (the consumer would stop on a thrown callback).
       try {
-        onValue(m.subject.slice(subjectPrefix.length), m.data);
+        onValue(m.subject.slice(subjectPrefix.length), m.data, m.seq);
       } catch {}
     }
     if (!initialDone && (m.info.pending === 0 || m.seq >= snapshotLastSeq)) finishInitial();
