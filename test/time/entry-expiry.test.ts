@@ -1,16 +1,15 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import { createFakeClock, type FakeClock } from "../../src/adapters/clock/fake-clock.ts";
 import { createUuidV7Generator, randomSecrets } from "../../src/adapters/clock/system-clock.ts";
-import { createInMemoryEventLog } from "../../src/adapters/memory/event-log.ts";
 import { createValidationReplica } from "../../src/adapters/memory/validation-replica.ts";
 import { createInMemoryValidationStore } from "../../src/adapters/memory/validation-store.ts";
 import { createEntryExpirer } from "../../src/app/entry-expiry.ts";
 import type { ExpireFn } from "../../src/app/expiry-scheduler.ts";
-import type { SessionPolicy } from "../../src/app/policy.ts";
-import type { SessionReadModel, ValidationReplica, ValidationStore } from "../../src/app/ports.ts";
+import type { ValidationReplica, ValidationStore } from "../../src/app/ports.ts";
 import { createSessionService, type SessionService } from "../../src/app/session-service.ts";
 import type { RecordedEvent } from "../../src/domain/events.ts";
 import type { EventLog } from "../../src/domain/ports.ts";
+import { entryTestPolicy, noReadModel, observerOf, readCountingLog } from "../support/entry-decisions.ts";
 import { T0 } from "./helpers.ts";
 
 /**
@@ -19,41 +18,17 @@ import { T0 } from "./helpers.ts";
  * decide) whenever the log has moved on — and never two SessionExpired for one session.
  */
 
-const policy: SessionPolicy = {
-  defaultTtlSeconds: 60,
-  maxLifetimeSeconds: 86_400,
-  idleTimeoutSeconds: 0,
-  mcpIdleTimeoutSeconds: 1800,
-  touchIntervalSeconds: 60,
-  maxSessionsPerUser: 0,
-  limitPolicy: "reject",
-  binding: "off",
-  retentionSeconds: 86_400,
-};
-
-// Creating, renewing and expiring never consult the read model (no session limit is configured).
-const noReadModel = {} as SessionReadModel;
-
 let clock: FakeClock;
 let log: EventLog;
 let reads: number;
 
 beforeEach(() => {
   clock = createFakeClock(T0);
-  const inner = createInMemoryEventLog({ clock });
   reads = 0;
-  log = {
-    ...inner,
-    append: inner.append.bind(inner),
-    readAt: inner.readAt.bind(inner),
-    lastPosition: inner.lastPosition.bind(inner),
-    follow: inner.follow.bind(inner),
-    close: inner.close.bind(inner),
-    readStream: (stream) => {
-      reads++;
-      return inner.readStream(stream);
-    },
-  };
+  log = readCountingLog(clock, () => {
+    reads++;
+    return undefined;
+  });
 });
 
 type Instance = {
@@ -69,7 +44,7 @@ function instance(store: ValidationStore = createInMemoryValidationStore()): Ins
   const replica = createValidationReplica();
   const ids = createUuidV7Generator(clock);
   const service = createSessionService({
-    ...{ log, clock, ids, secrets: randomSecrets, policy, replica, store },
+    ...{ log, clock, ids, secrets: randomSecrets, policy: entryTestPolicy, replica, store },
     ...{ readModel: noReadModel, idempotencySecret: "secret" },
   });
   const conflicts: string[] = [];
@@ -112,12 +87,8 @@ async function eventsOf(sessionId: string): Promise<RecordedEvent[]> {
 }
 
 /** Another instance that has seen the session only through the shared view. */
-function observer(of: Instance, sessionId: string, store?: ValidationStore): Instance {
-  const other = instance(store);
-  const entry = of.replica.getSession(sessionId);
-  if (entry) other.replica.offerSession(entry);
-  return other;
-}
+const observer = (of: Instance, sessionId: string, store?: ValidationStore) =>
+  observerOf(of, sessionId, () => instance(store));
 
 describe("expiry decided on the replica's entry", () => {
   it("appends SessionExpired with one append and no read of the stream", async () => {

@@ -1,15 +1,14 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import { createFakeClock, type FakeClock } from "../../src/adapters/clock/fake-clock.ts";
 import { createUuidV7Generator, randomSecrets } from "../../src/adapters/clock/system-clock.ts";
-import { createInMemoryEventLog } from "../../src/adapters/memory/event-log.ts";
 import { createValidationReplica } from "../../src/adapters/memory/validation-replica.ts";
 import { createInMemoryValidationStore } from "../../src/adapters/memory/validation-store.ts";
 import type { CommandContext } from "../../src/app/command-handler.ts";
-import type { SessionPolicy } from "../../src/app/policy.ts";
-import type { SessionReadModel, ValidationReplica, ValidationStore } from "../../src/app/ports.ts";
+import type { ValidationReplica, ValidationStore } from "../../src/app/ports.ts";
 import { createSessionService, type SessionService } from "../../src/app/session-service.ts";
 import type { RecordedEvent } from "../../src/domain/events.ts";
 import type { EventLog } from "../../src/domain/ports.ts";
+import { entryTestPolicy, noReadModel, observerOf, readCountingLog } from "../support/entry-decisions.ts";
 
 /**
  * InvalidateSession on an instance that has the session only through the validation view (created or
@@ -21,21 +20,6 @@ import type { EventLog } from "../../src/domain/ports.ts";
 
 const T0 = Date.parse("2031-03-01T12:00:00.000Z");
 
-const policy: SessionPolicy = {
-  defaultTtlSeconds: 60,
-  maxLifetimeSeconds: 86_400,
-  idleTimeoutSeconds: 0,
-  mcpIdleTimeoutSeconds: 1800,
-  touchIntervalSeconds: 60,
-  maxSessionsPerUser: 0,
-  limitPolicy: "reject",
-  binding: "off",
-  retentionSeconds: 86_400,
-};
-
-// Creating, renewing and invalidating never consult the read model (no session limit is configured).
-const noReadModel = {} as SessionReadModel;
-
 let clock: FakeClock;
 let log: EventLog;
 let reads: number;
@@ -44,23 +28,12 @@ let readGate: Promise<void> | undefined;
 
 beforeEach(() => {
   clock = createFakeClock(T0);
-  const inner = createInMemoryEventLog({ clock });
   reads = 0;
   readGate = undefined;
-  log = {
-    ...inner,
-    append: inner.append.bind(inner),
-    readAt: inner.readAt.bind(inner),
-    lastPosition: inner.lastPosition.bind(inner),
-    follow: inner.follow.bind(inner),
-    close: inner.close.bind(inner),
-    readStream: async (stream) => {
-      reads++;
-      const read = await inner.readStream(stream);
-      if (readGate) await readGate;
-      return read;
-    },
-  };
+  log = readCountingLog(clock, () => {
+    reads++;
+    return readGate;
+  });
 });
 
 type Instance = {
@@ -74,7 +47,8 @@ function instance(store: ValidationStore = createInMemoryValidationStore()): Ins
   const replica = createValidationReplica();
   const conflicts: string[] = [];
   const service = createSessionService({
-    ...{ log, clock, ids: createUuidV7Generator(clock), secrets: randomSecrets, policy, replica, store },
+    ...{ log, clock, ids: createUuidV7Generator(clock), secrets: randomSecrets, policy: entryTestPolicy },
+    ...{ replica, store },
     ...{ readModel: noReadModel, idempotencySecret: "secret" },
     observer: { appended: () => {}, conflict: (stream) => conflicts.push(stream) },
   });
@@ -103,12 +77,8 @@ async function eventsOf(sessionId: string): Promise<RecordedEvent[]> {
 }
 
 /** Another instance that has seen the session only through the shared view (its cache is cold). */
-function observer(of: Instance, sessionId: string, store?: ValidationStore): Instance {
-  const other = instance(store);
-  const entry = of.replica.getSession(sessionId);
-  if (entry) other.replica.offerSession(entry);
-  return other;
-}
+const observer = (of: Instance, sessionId: string, store?: ValidationStore) =>
+  observerOf(of, sessionId, () => instance(store));
 
 describe("invalidation decided on the replica's entry", () => {
   it("one append at the entry's position, written through before the stream read answers", async () => {
