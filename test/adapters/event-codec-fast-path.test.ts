@@ -219,6 +219,15 @@ describe("event codec fast path", () => {
       z.record(z.string(), z.number()),
       z.object({ a: z.string(), b: z.number().optional(), c: z.object({ d: z.enum(["x"]) }) }),
       z.unknown(),
+      // The request-body features (quick-validator.ts compiles REST bodies with the same compiler).
+      z.string().nullable(),
+      z.strictObject({ a: z.string().optional(), b: z.number().int().optional() }).nullish(),
+      z.record(z.string().max(3), z.unknown()),
+      z.string().refine((s) => s.length > 1),
+      z.record(z.string(), z.unknown()).refine((r) => Object.keys(r).length < 3),
+      z.string().refine(() => {
+        throw new Error("a refinement that throws is zod's to report");
+      }),
     ];
     for (const schema of schemas) {
       const check = compileFastCheck(schema);
@@ -242,7 +251,8 @@ describe("event codec fast path", () => {
       z.number().default(1).optional(),
       z.object({ a: z.string() }).passthrough(),
       z.object({ a: z.string() }).catchall(z.number()),
-      z.string().refine((s) => s.length > 1),
+      z.string().refine((s) => s.length > 1, { when: () => true }),
+      z.record(z.string().regex(/a/), z.unknown()),
       z.coerce.number(),
       z.union([z.string(), z.number()]),
       z.object({ nested: z.array(z.string().trim()) }),

@@ -33,6 +33,8 @@ type Def = {
 };
 type CheckDef = {
   check: string;
+  fn?: (value: unknown) => unknown;
+  when?: unknown;
   format?: string;
   minimum?: number;
   maximum?: number;
@@ -53,12 +55,25 @@ export function compileFastCheck(schema: $ZodType): FastCheck | undefined {
   const factory = new Function(
     "context",
     "isPlainObject",
+    "refines",
     `return function fastCheck(value) {\n${body}\nreturn true;\n};`,
   );
-  return factory(context, util.isPlainObject) as FastCheck;
+  return factory(context, util.isPlainObject, refines) as FastCheck;
 }
 
 type Names = { next: number };
+
+/**
+ * A refinement (`.refine(fn)`) as the predicate runs it: passed only when it answers exactly true. zod
+ * also passes other truthy answers and reports a throw or a promise its own way; those go to zod.
+ */
+function refines(refinement: (value: unknown) => unknown, value: unknown): boolean {
+  try {
+    return refinement(value) === true;
+  } catch {
+    return false;
+  }
+}
 
 /**
  * Statements that `return false` unless the value held in the variable `v` passes; undefined if the
@@ -67,9 +82,9 @@ type Names = { next: number };
 function emit(schema: Schema, v: string, context: unknown[], names: Names): string | undefined {
   const def = schema._zod.def;
   if (def.coerce) return undefined;
-  const own = ownChecks(def, v);
-  if (own === undefined) return undefined;
   const ref = (item: unknown) => `context[${context.push(item) - 1}]`;
+  const own = ownChecks(def, v, ref);
+  if (own === undefined) return undefined;
   let base: string | undefined;
   switch (def.type) {
     case "string":
@@ -98,6 +113,13 @@ function emit(schema: Schema, v: string, context: unknown[], names: Names): stri
       const inner = emit(def.innerType, v, context, names);
       if (inner === undefined) return undefined;
       base = `if (${v} !== undefined) {\n${inner}\n}`;
+      break;
+    }
+    case "nullable": {
+      if (def.innerType === undefined) return undefined;
+      const inner = emit(def.innerType, v, context, names);
+      if (inner === undefined) return undefined;
+      base = `if (${v} !== null) {\n${inner}\n}`;
       break;
     }
     case "array": {
@@ -143,12 +165,15 @@ function emitString(def: Def, v: string, ref: (item: unknown) => string): string
 }
 
 function emitObject(def: Def, v: string, context: unknown[], names: Names): string | undefined {
-  if (def.catchall !== undefined || def.shape === undefined) return undefined;
+  // A strict object's catchall is `never`: an unknown key fails in zod, and fails here (below) too.
+  const strict = def.catchall !== undefined && def.catchall._zod.def.type === "never";
+  if ((def.catchall !== undefined && !strict) || def.shape === undefined) return undefined;
   const keys = Object.keys(def.shape);
   const lines = [
     // Ordinary objects only: zod reads inherited properties into its output (JSON.stringify would not),
-    // and its output always has Object.prototype.
+    // and its output always has Object.prototype and no symbol keys (for…in below does not see them).
     `if (typeof ${v} !== "object" || ${v} === null || Object.getPrototypeOf(${v}) !== Object.prototype) return false;`,
+    `if (Object.getOwnPropertySymbols(${v}).length > 0) return false;`,
   ];
   for (const key of keys) {
     const field = `f${names.next++}`;
@@ -166,11 +191,14 @@ function emitObject(def: Def, v: string, context: unknown[], names: Names): stri
 function emitRecord(def: Def, v: string, context: unknown[], names: Names): string | undefined {
   if (def.mode !== undefined && def.mode !== "strict") return undefined;
   const keyDef = def.keyType?._zod.def;
-  // String keys without checks only: every own string key passes, symbol keys fail in zod.
+  // Plain string keys (length checks allowed); symbol keys fail in zod.
   if (keyDef === undefined || keyDef.type !== "string" || keyDef.format !== undefined) return undefined;
-  if ((keyDef.checks ?? []).length > 0 || keyDef.coerce) return undefined;
-  if (def.valueType === undefined) return undefined;
+  if (keyDef.coerce || def.valueType === undefined) return undefined;
   const k = `k${names.next++}`;
+  const keyChecks = ownChecks(keyDef, k, () => {
+    throw new Error("unreachable: length checks reference nothing");
+  });
+  if (keyChecks === undefined || keyChecks.some((line) => line.includes("context["))) return undefined;
   const item = `r${names.next++}`;
   const valueCheck = emit(def.valueType, item, context, names);
   if (valueCheck === undefined) return undefined;
@@ -179,25 +207,31 @@ function emitRecord(def: Def, v: string, context: unknown[], names: Names): stri
 if (Object.getOwnPropertySymbols(${v}).length > 0) return false;
 for (const ${k} in ${v}) {
 if (${k} === "__proto__" || !Object.hasOwn(${v}, ${k})) return false;
+${keyChecks.join("\n")}
 const ${item} = ${v}[${k}];
 ${valueCheck}
 }`;
 }
 
 /** The schema's own checks (min length, int, ≥ 0…) as statements; undefined if one is unknown. */
-function ownChecks(def: Def, v: string): string[] | undefined {
+function ownChecks(def: Def, v: string, ref: (item: unknown) => string): string[] | undefined {
   const checks: string[] = [];
   for (const check of def.checks ?? []) {
-    const condition = checkCondition(check._zod.def, v);
+    const condition = checkCondition(check._zod.def, v, ref);
     if (condition === undefined) return undefined;
     checks.push(`if (!(${condition})) return false;`);
   }
   return checks;
 }
 
-function checkCondition(check: CheckDef, v: string): string | undefined {
+function checkCondition(check: CheckDef, v: string, ref: (item: unknown) => string): string | undefined {
   const number = (n: unknown) => (typeof n === "number" && Number.isFinite(n) ? String(n) : undefined);
   switch (check.check) {
+    case "custom":
+      // A plain `.refine(fn)`; a conditional one (`when`) or anything else stays with zod.
+      return typeof check.fn === "function" && check.when === undefined
+        ? `refines(${ref(check.fn)}, ${v})`
+        : undefined;
     case "min_length": {
       const minimum = number(check.minimum);
       return minimum === undefined ? undefined : `${v}.length >= ${minimum}`;
