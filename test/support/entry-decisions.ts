@@ -1,5 +1,5 @@
 import { createInMemoryEventLog } from "../../src/adapters/memory/event-log.ts";
-import type { SessionPolicy } from "../../src/app/policy.ts";
+import { defaultPolicy, type SessionPolicy } from "../../src/app/policy.ts";
 import type { SessionReadModel, ValidationReplica } from "../../src/app/ports.ts";
 import type { Clock, EventLog } from "../../src/domain/ports.ts";
 
@@ -8,15 +8,11 @@ import type { Clock, EventLog } from "../../src/domain/ports.ts";
  * invalidate-on-entry): instances sharing one log that counts its stream reads.
  */
 
+/** Short lifetimes, so a test reaches every deadline with a few clock steps. */
 export const entryTestPolicy: SessionPolicy = {
+  ...defaultPolicy,
   defaultTtlSeconds: 60,
   maxLifetimeSeconds: 86_400,
-  idleTimeoutSeconds: 0,
-  mcpIdleTimeoutSeconds: 1800,
-  touchIntervalSeconds: 60,
-  maxSessionsPerUser: 0,
-  limitPolicy: "reject",
-  binding: "off",
   retentionSeconds: 86_400,
 };
 

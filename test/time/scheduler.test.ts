@@ -14,7 +14,7 @@ import {
   type ExpireFn,
   type ExpiryScheduler,
 } from "../../src/app/expiry-scheduler.ts";
-import type { SessionPolicy } from "../../src/app/policy.ts";
+import { defaultPolicy, type SessionPolicy } from "../../src/app/policy.ts";
 import type { ValidationReplica } from "../../src/app/ports.ts";
 import { createSessionService, type SessionService } from "../../src/app/session-service.ts";
 import type { EventLog } from "../../src/domain/ports.ts";
@@ -29,17 +29,7 @@ import { T0 } from "./helpers.ts";
  * and a real Postgres read model, so each source can be made to lag on purpose.
  */
 
-const policy: SessionPolicy = {
-  defaultTtlSeconds: 3600,
-  maxLifetimeSeconds: 86_400,
-  idleTimeoutSeconds: 0,
-  mcpIdleTimeoutSeconds: 1800,
-  touchIntervalSeconds: 60,
-  maxSessionsPerUser: 0,
-  limitPolicy: "reject",
-  binding: "off",
-  retentionSeconds: 86_400,
-};
+const policy: SessionPolicy = { ...defaultPolicy, maxLifetimeSeconds: 86_400, retentionSeconds: 86_400 };
 
 let database: TestDatabase;
 let handle: DatabaseHandle;

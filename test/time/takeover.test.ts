@@ -11,6 +11,7 @@ import { createAuditReadModel } from "../../src/adapters/postgres/audit-read-mod
 import { type DatabaseHandle, openDatabase } from "../../src/adapters/postgres/database.ts";
 import { createSessionProjection } from "../../src/adapters/postgres/session-projection.ts";
 import { createSessionReadModel } from "../../src/adapters/postgres/session-read-model.ts";
+import { defaultPolicy } from "../../src/app/policy.ts";
 import { createSessionService } from "../../src/app/session-service.ts";
 import type { EventLog, LeaseHandle } from "../../src/domain/ports.ts";
 import type { Tessera } from "../../src/main.ts";
@@ -140,17 +141,7 @@ describe("projection leases", () => {
       clock: systemClock,
       ids: createUuidV7Generator(systemClock),
       secrets: randomSecrets,
-      policy: {
-        defaultTtlSeconds: 3600,
-        maxLifetimeSeconds: 86_400,
-        idleTimeoutSeconds: 0,
-        mcpIdleTimeoutSeconds: 1800,
-        touchIntervalSeconds: 60,
-        maxSessionsPerUser: 0,
-        limitPolicy: "reject",
-        binding: "off",
-        retentionSeconds: 86_400,
-      },
+      policy: { ...defaultPolicy, maxLifetimeSeconds: 86_400, retentionSeconds: 86_400 },
       replica: createValidationReplica(),
       readModel: createSessionReadModel(one.db),
       idempotencySecret: "s",
