@@ -8,7 +8,9 @@ import { openApiPlugin, securityHeadersPlugin } from "./adapters/http/openapi.ts
 import { rateLimitPlugin } from "./adapters/http/rate-limit.ts";
 import { authRoutesPlugin } from "./adapters/http/routes/auth.ts";
 import { userSessionRoutesPlugin } from "./adapters/http/routes/user-sessions.ts";
+import { createInMemoryRateLimitCounter } from "./adapters/memory/rate-limit-counter.ts";
 import { createInMemorySessionSlotStore } from "./adapters/memory/session-slots.ts";
+import { createKvRateLimitCounter } from "./adapters/nats-kv/rate-limit-counter.ts";
 import { createKvSessionSlotStore } from "./adapters/nats-kv/session-slots.ts";
 import {
   createPostgresUserDirectory,
@@ -17,20 +19,21 @@ import {
 } from "./adapters/postgres/user-directory.ts";
 import type { AsOfQuery } from "./app/as-of-query.ts";
 import { type AccessTokens, createAccessTokens } from "./app/jwt.ts";
-import { generateSigningKey, loadSigningKey, loadVerifyKeys } from "./app/jwt-keys.ts";
+import type { SigningKey, VerificationKey } from "./app/jwt-keys.ts";
 import { createLoginService, type LoginService } from "./app/login-service.ts";
 import type { SessionPolicy } from "./app/policy.ts";
 import type { SessionReadModel, UserDirectory, ValidationReplica } from "./app/ports.ts";
+import type { RateLimitCounter } from "./app/rate-limit-counter.ts";
 import { createSessionLimiter, type SessionLimiter } from "./app/session-limit.ts";
 import type { SessionService } from "./app/session-service.ts";
 import type { Validator } from "./app/validator.ts";
-import { type Config, ConfigError } from "./config.ts";
+import type { Config } from "./config.ts";
 import type { Clock, IdGenerator, SecretGenerator } from "./domain/ports.ts";
 
 /**
  * The login side of the composition root (issue 3): user directory, signing key, access tokens, the
- * login service, the JWT authenticator and the HTTP plugins. main.ts calls these; nothing here opens a
- * connection of its own.
+ * login service, the JWT authenticator and the HTTP plugins. src/wiring/application.ts calls these; nothing
+ * here opens a connection of its own.
  */
 
 type Plugin = (app: FastifyInstance) => Promise<void> | void;
@@ -71,8 +74,34 @@ export async function createSessionLimiterFor(deps: {
   });
 }
 
+/**
+ * The token endpoint's attempt counter: shared by every instance through NATS KV when there is a NATS
+ * (a limit must not multiply with the number of instances), in memory otherwise. No bucket is made
+ * while both token limits are off.
+ */
+export async function createRateLimitCounterFor(deps: {
+  config: Config;
+  nc: NatsConnection | undefined;
+  clock: Clock;
+}): Promise<RateLimitCounter> {
+  const { rateLimit } = deps.config.auth;
+  const { windowSeconds } = rateLimit;
+  const used = rateLimit.tokenPerIp > 0 || rateLimit.tokenPerUsername > 0;
+  return deps.nc && used
+    ? await createKvRateLimitCounter({
+        nc: deps.nc,
+        prefix: deps.config.prefix,
+        replicas: deps.config.natsReplicas,
+        windowSeconds,
+        clock: deps.clock,
+      })
+    : createInMemoryRateLimitCounter({ windowSeconds, clock: deps.clock });
+}
+
 export async function createAuth<DB>(deps: {
   config: Config;
+  /** The NATS connection in distributed mode (rate limits shared by every instance); none when embedded. */
+  nc: NatsConnection | undefined;
   db: Kysely<DB>;
   service: SessionService;
   validator: Validator;
@@ -81,6 +110,8 @@ export async function createAuth<DB>(deps: {
   ids: IdGenerator;
   secrets: SecretGenerator;
   logger: Logger;
+  /** Loaded and checked at start-up, before any infrastructure (src/wiring/startup-secrets.ts). */
+  keys: { signingKey: SigningKey; verifyKeys: VerificationKey[] };
 }): Promise<Auth> {
   const { config, clock, ids, logger } = deps;
   const directory = createPostgresUserDirectory({ db: deps.db, ids, clock });
@@ -92,17 +123,7 @@ export async function createAuth<DB>(deps: {
     );
   }
 
-  if (config.jwtPrivateKey === undefined && config.mode === "distributed") {
-    throw new ConfigError([
-      "TESSERA_JWT_PRIVATE_KEY: required when NATS_URL/DATABASE_URL are set (every instance must sign with the same key); generate one with: openssl genpkey -algorithm ed25519",
-    ]);
-  }
-  const key =
-    config.jwtPrivateKey === undefined
-      ? await generateSigningKey()
-      : await loadSigningKey(config.jwtPrivateKey);
-  const verifyKeys =
-    config.jwtVerifyKeys === undefined ? [] : await loadVerifyKeys(config.jwtVerifyKeys, key);
+  const { signingKey: key, verifyKeys } = deps.keys;
   if (verifyKeys.length > 0) {
     // Kids are public (they are in the JWKS); saying which are live helps follow a rotation.
     logger.info(
@@ -119,6 +140,7 @@ export async function createAuth<DB>(deps: {
     clock,
     ids,
   });
+  const rateLimitCounter = await createRateLimitCounterFor({ config, nc: deps.nc, clock });
   const login = createLoginService({
     users: directory,
     service: deps.service,
@@ -139,7 +161,14 @@ export async function createAuth<DB>(deps: {
       rateLimitPlugin(config.auth.rateLimit),
     ],
     routes: (authenticate, asOf) => [
-      authRoutesPlugin({ login, accessTokens, authenticate, ids, rateLimit: config.auth.rateLimit }),
+      authRoutesPlugin({
+        login,
+        accessTokens,
+        authenticate,
+        ids,
+        rateLimit: config.auth.rateLimit,
+        rateLimitCounter,
+      }),
       userSessionRoutesPlugin({
         service: deps.service,
         readModel: deps.readModel,

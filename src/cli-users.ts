@@ -1,5 +1,6 @@
 import { userInfo } from "node:os";
 import type { NatsConnection } from "@nats-io/transport-node";
+import pino from "pino";
 import { createUuidV7Generator, randomSecrets, systemClock } from "./adapters/clock/system-clock.ts";
 import { connectNats } from "./adapters/jetstream/connection.ts";
 import { createJetStreamEventLog } from "./adapters/jetstream/event-log.ts";
@@ -65,6 +66,8 @@ export async function runUsersCommand(argv: string[]): Promise<number> {
       users: infra.directory,
       service: infra.service,
       changeClaims: infra.userService?.changeClaims,
+      // Security events go to stderr: stdout is the command's JSON answer.
+      security: pino({ name: "tessera" }, pino.destination(2)),
     });
     const context: CommandContext = {
       commandId: infra.ids.uuidv7(),
@@ -74,12 +77,15 @@ export async function runUsersCommand(argv: string[]): Promise<number> {
     switch (command) {
       case "add": {
         const password = await passwordFrom(options);
-        const user = await admin.add({
-          username,
-          password,
-          roles: listFlag(options, "--roles") ?? ["user"],
-          groups: listFlag(options, "--groups") ?? [],
-        });
+        const user = await admin.add(
+          {
+            username,
+            password,
+            roles: listFlag(options, "--roles") ?? ["user"],
+            groups: listFlag(options, "--groups") ?? [],
+          },
+          context,
+        );
         print(user);
         return 0;
       }

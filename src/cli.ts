@@ -1,6 +1,7 @@
 import { startTelemetry } from "./adapters/otel/sdk.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 import { createTessera } from "./main.ts";
+import { loadStartupSecrets } from "./wiring/startup-secrets.ts";
 
 const USAGE = `Usage: tessera <command>
 
@@ -52,8 +53,10 @@ async function serve(): Promise<number> {
       "TESSERA_MULTIUSER=true requires TLS: set TESSERA_TLS_CERT_FILE and TESSERA_TLS_KEY_FILE (plain HTTP is only for local single-user use)",
     ]);
   }
+  // Keys and TLS files are checked before telemetry or any connection starts (exit 78, nothing to undo).
+  const secrets = await loadStartupSecrets(config);
   const stopTelemetry = startTelemetry();
-  const tessera = await createTessera(config);
+  const tessera = await createTessera(config, { secrets });
   if (!config.tls)
     tessera.logger.warn(
       "Serving plain HTTP: fine for local single-user use, never for multi-user deployments",

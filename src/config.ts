@@ -6,8 +6,17 @@ import type { SessionPolicy } from "./app/policy.ts";
  * variable; nothing is read from the environment anywhere else.
  */
 
-const seconds = (fallback: number) => z.coerce.number().int().min(0).default(fallback);
-const positiveSeconds = (fallback: number) => z.coerce.number().int().min(1).default(fallback);
+/**
+ * A number from the environment; blank (`PORT=` in an env file) counts as unset. Coerced as is, a blank
+ * value is 0: a random port, an unlimited session count, a retention of 0 that prunes every ended session.
+ */
+const envNumber = (schema: z.ZodNumber, fallback: number) =>
+  z.preprocess(
+    (value) => (typeof value === "string" && value.trim() === "" ? undefined : value),
+    z.coerce.number().pipe(schema).default(fallback),
+  );
+const seconds = (fallback: number) => envNumber(z.number().int().min(0), fallback);
+const positiveSeconds = (fallback: number) => envNumber(z.number().int().min(1), fallback);
 const flag = z
   .enum(["true", "false", "1", "0", "yes", "no", ""])
   .default("false")
@@ -19,7 +28,12 @@ const optionalText = z
 
 const environmentSchema = z.object({
   HOST: z.string().min(1).default("127.0.0.1"),
-  PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  PORT: envNumber(z.number().int().min(0).max(65535), 8080),
+  // Unset (or blank) = no gRPC listener; 0 = any free port.
+  TESSERA_GRPC_PORT: z.preprocess(
+    (value) => (typeof value === "string" && value.trim() === "" ? undefined : value),
+    z.coerce.number().pipe(z.number().int().min(0).max(65535)).optional(),
+  ),
   NATS_URL: optionalText,
   DATABASE_URL: optionalText,
   TESSERA_PREFIX: z
@@ -35,6 +49,7 @@ const environmentSchema = z.object({
   TESSERA_MCP_ALLOWED_HOSTS: optionalText,
   TESSERA_MCP_ALLOWED_ORIGINS: optionalText,
   TESSERA_CHROMIUM_PATH: optionalText,
+  TESSERA_PUBLIC_URL: optionalText,
   TESSERA_TOUCH_INTERVAL_SECONDS: positiveSeconds(60),
   TESSERA_MAX_SESSIONS_PER_USER: seconds(0),
   TESSERA_SESSION_LIMIT_POLICY: z.enum(["reject", "evict_oldest"]).default("reject"),
@@ -58,13 +73,23 @@ const environmentSchema = z.object({
   TESSERA_IDP_WEBHOOK_SECRET: optionalText.pipe(
     z.string().min(16, "must be at least 16 characters").optional(),
   ),
-  TESSERA_NATS_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
+  TESSERA_NATS_REPLICAS: envNumber(z.number().int().min(1).max(5), 1),
   TESSERA_MULTIUSER: flag,
   TESSERA_TLS_CERT_FILE: optionalText,
   TESSERA_TLS_KEY_FILE: optionalText,
   TESSERA_TLS_CA_FILE: optionalText,
-  TESSERA_BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).max(10_485_760).default(65_536),
+  TESSERA_BODY_LIMIT_BYTES: envNumber(z.number().int().min(1024).max(10_485_760), 65_536),
   TESSERA_INSTANCE_ID: optionalText,
+  TESSERA_CREDENTIALS_KEY: optionalText.pipe(
+    z
+      .string()
+      .refine((value) => credentialsKeyFrom(value) !== undefined, {
+        message: "must be 32 bytes in base64 or base64url (e.g. `openssl rand -base64 32`)",
+      })
+      .optional(),
+  ),
+  TESSERA_CREDENTIALS_VALIDATE_URL: optionalText.pipe(z.url({ protocol: /^https?$/ }).optional()),
+  TESSERA_CREDENTIALS_VALIDATE_TIMEOUT_MS: envNumber(z.number().int().min(1).max(60_000), 5_000),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
 
@@ -73,6 +98,8 @@ export type Environment = z.infer<typeof environmentSchema>;
 export type Config = {
   host: string;
   port: number;
+  /** The gRPC listener's port (same host, same TLS); undefined = gRPC off. */
+  grpcPort: number | undefined;
   mode: "embedded" | "distributed";
   natsUrl: string | undefined;
   databaseUrl: string | undefined;
@@ -101,6 +128,18 @@ export type Config = {
   bodyLimitBytes: number;
   instanceId: string | undefined;
   logLevel: Environment["LOG_LEVEL"];
+  /** Upstream credentials kept for a session's life (docs/credentials.md). */
+  credentials: {
+    /** The master key that wraps every session's data key; unset: generated per process (embedded only). */
+    masterKey: Buffer | undefined;
+    validateUrl: string | undefined;
+    validateTimeoutMs: number;
+  };
+  /**
+   * TESSERA_PUBLIC_URL without a trailing slash (`https://tessera.example.com`, or with a path prefix):
+   * where clients reach this service, the base of every session URL.
+   */
+  publicUrl: string | undefined;
   mcp: {
     sessionTtlSeconds: number;
     allowedHosts: string[];
@@ -147,14 +186,19 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if ((e.TESSERA_TLS_CERT_FILE === undefined) !== (e.TESSERA_TLS_KEY_FILE === undefined)) {
     problems.push("TESSERA_TLS_CERT_FILE and TESSERA_TLS_KEY_FILE: give both or neither");
   }
+  if (e.TESSERA_GRPC_PORT !== undefined && e.TESSERA_GRPC_PORT !== 0 && e.TESSERA_GRPC_PORT === e.PORT) {
+    problems.push("TESSERA_GRPC_PORT: must differ from PORT (gRPC has its own listener)");
+  }
   if (e.TESSERA_SESSION_TTL_SECONDS > e.TESSERA_MAX_LIFETIME_SECONDS) {
     problems.push("TESSERA_SESSION_TTL_SECONDS: must not exceed TESSERA_MAX_LIFETIME_SECONDS");
   }
+  const publicUrl = parsePublicUrl(e.TESSERA_PUBLIC_URL, e.TESSERA_MULTIUSER, problems);
   if (problems.length > 0) throw new ConfigError(problems);
   const distributed = e.NATS_URL !== undefined;
   return {
     host: e.HOST,
     port: e.PORT,
+    grpcPort: e.TESSERA_GRPC_PORT,
     mode: distributed ? "distributed" : "embedded",
     natsUrl: e.NATS_URL,
     databaseUrl: e.DATABASE_URL,
@@ -209,15 +253,58 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     bodyLimitBytes: e.TESSERA_BODY_LIMIT_BYTES,
     instanceId: e.TESSERA_INSTANCE_ID,
     logLevel: e.LOG_LEVEL,
+    credentials: {
+      masterKey:
+        e.TESSERA_CREDENTIALS_KEY === undefined ? undefined : credentialsKeyFrom(e.TESSERA_CREDENTIALS_KEY),
+      validateUrl: e.TESSERA_CREDENTIALS_VALIDATE_URL,
+      validateTimeoutMs: e.TESSERA_CREDENTIALS_VALIDATE_TIMEOUT_MS,
+    },
+    publicUrl: publicUrl?.href,
     mcp: {
       sessionTtlSeconds: e.TESSERA_MCP_SESSION_TTL_SECONDS,
-      allowedHosts: commaList(e.TESSERA_MCP_ALLOWED_HOSTS),
+      // Session URLs name the public host, so /mcp must accept it in Host (DNS-rebinding check).
+      allowedHosts: [...commaList(e.TESSERA_MCP_ALLOWED_HOSTS), ...(publicUrl ? [publicUrl.hostname] : [])],
       allowedOrigins: commaList(e.TESSERA_MCP_ALLOWED_ORIGINS),
       chromiumPath: e.TESSERA_CHROMIUM_PATH,
     },
   };
 }
 
+/** A 32-byte key in base64 or base64url (padding optional), or undefined when it is not one. */
+function credentialsKeyFrom(value: string): Buffer | undefined {
+  if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(value)) return undefined;
+  const key = Buffer.from(value, "base64");
+  return key.length === 32 ? key : undefined;
+}
+
 function commaList(value: string | undefined): string[] {
   return (value ?? "").split(",").flatMap((item) => (item.trim() === "" ? [] : [item.trim()]));
+}
+
+/**
+ * The public base URL: http(s), no credentials, query or fragment (session URLs are built by appending to
+ * it). A session URL carries a bearer credential, so multi-user mode insists on https.
+ */
+function parsePublicUrl(value: string | undefined, multiUser: boolean, problems: string[]) {
+  if (value === undefined) return undefined;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    problems.push("TESSERA_PUBLIC_URL: not a URL (e.g. https://tessera.example.com)");
+    return undefined;
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    problems.push("TESSERA_PUBLIC_URL: must be an http or https URL");
+  } else if (url.username !== "" || url.password !== "" || url.search !== "" || url.hash !== "") {
+    problems.push("TESSERA_PUBLIC_URL: must not hold credentials, a query or a fragment");
+  } else if (multiUser && url.protocol !== "https:") {
+    problems.push(
+      "TESSERA_PUBLIC_URL: must be https with TESSERA_MULTIUSER=true (session URLs carry a credential)",
+    );
+  } else {
+    const href = url.href.replace(/\/+$/, "");
+    return { href, hostname: url.hostname };
+  }
+  return undefined;
 }

@@ -34,6 +34,23 @@ describe("configuration from the environment", () => {
     expect(config.mode).toBe("distributed");
   });
 
+  it("treats a blank number (`PORT=` in an env file) as unset, not as 0", () => {
+    const config = loadConfig({
+      PORT: "",
+      TESSERA_RETENTION_SECONDS: " ",
+      TESSERA_MAX_SESSIONS_PER_USER: "",
+      TESSERA_SESSION_TTL_SECONDS: "",
+      TESSERA_NATS_REPLICAS: "",
+    });
+    expect(config.port).toBe(8080);
+    expect(config.natsReplicas).toBe(1);
+    expect(config.policy).toMatchObject({
+      retentionSeconds: 2_592_000,
+      maxSessionsPerUser: 0,
+      defaultTtlSeconds: 3600,
+    });
+  });
+
   it.each([
     [{ PORT: "eighty" }, "PORT"],
     [{ PORT: "70000" }, "PORT"],

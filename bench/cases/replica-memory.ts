@@ -57,7 +57,7 @@ export const replicaMemory: Benchmark = {
           value,
           unit: "bytes/session",
           label: "Tessera",
-          detail: `replica alone ${formatNumber(m.replicaOnly)} B/session${m.withIndex === undefined ? "" : `, with the deadline index (as main.ts wires it) ${formatNumber(m.withIndex)} B/session`}`,
+          detail: `replica alone ${formatNumber(m.replicaOnly)} B/session${m.withIndex === undefined ? "" : `, with the deadline index (as the application wiring has it) ${formatNumber(m.withIndex)} B/session`}`,
         },
         baseline: {
           value: m.plainMap,

@@ -46,6 +46,8 @@ export type HandleResult<State> = {
   duplicate: boolean;
   /** For a duplicate: the stream the original append went to (it may differ, e.g. a retried create). */
   originalStream: StreamName | undefined;
+  /** For a duplicate: the event the original append wrote (a retry compares its request with it). */
+  original?: RecordedEvent | undefined;
 };
 
 type Cached<State> = { state: State; version: number };
@@ -237,7 +239,7 @@ export function createCommandHandler<
     const originalStream = original?.stream ?? stream;
     const reloaded = await load(originalStream);
     remember(originalStream, reloaded);
-    return { ...reloaded, appended: [], duplicate: true, originalStream };
+    return { ...reloaded, appended: [], duplicate: true, originalStream, original };
   }
 
   return {

@@ -10,6 +10,7 @@ import { createKeyedMutex } from "./keyed-mutex.ts";
 import type { SessionPolicy } from "./policy.ts";
 import type { ValidationReplica, ValidationStore } from "./ports.ts";
 import type { SessionService } from "./session-service.ts";
+import { touchOnUse } from "./touch-on-use.ts";
 import type { UserService } from "./user-service.ts";
 
 /**
@@ -259,18 +260,9 @@ export function createIdpSessions(deps: IdpSessionsDeps) {
     if (requested !== undefined && now - requested < interval) return;
     if (touchRequestedAt.size > 100_000) touchRequestedAt.clear();
     touchRequestedAt.set(entry.sessionId, now);
-    service
-      .touch(
-        entry.sessionId,
-        { ipAddress: facts.ip, userAgent: facts.userAgent },
-        {
-          commandId: ids.uuidv7(),
-          actor: { kind: "user", id: entry.userId },
-          source: "jwt",
-          ip: facts.ip,
-        },
-      )
-      .catch((error) => deps.onError?.(error, { sessionId: entry.sessionId, during: "touch" }));
+    touchOnUse({ service, ids }, entry, facts, now, "jwt", (error) =>
+      deps.onError?.(error, { sessionId: entry.sessionId, during: "touch" }),
+    );
   }
 
   return {

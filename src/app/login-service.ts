@@ -83,8 +83,13 @@ export function createLoginService(deps: LoginServiceDeps) {
   const { users, service, validator, accessTokens, secrets } = deps;
   const security = deps.logger?.child({ component: "auth" });
 
-  function deny(event: string, details: Record<string, unknown>, description: string): never {
-    security?.warn({ event, nist: ["ac-7", "ia-2", "au-3"], ...details }, "authentication denied");
+  function deny(
+    event: string,
+    details: Record<string, unknown>,
+    description: string,
+    nist: readonly string[] = ["ac-7", "ia-2", "au-3"],
+  ): never {
+    security?.warn({ event, nist, ...details }, "authentication denied");
     throw invalidGrant(description);
   }
 
@@ -196,6 +201,9 @@ export function createLoginService(deps: LoginServiceDeps) {
           "refresh_token_reuse",
           { sessionId: session.sessionId, userId: session.userId },
           "Refresh token was already used; the session has been ended",
+          // A replayed refresh token is a compromised authenticator (IA-5), and ending its session is the
+          // response to it.
+          ["ac-7", "ia-2", "ia-5", "au-3"],
         );
       }
       if (session.status !== "active") {
@@ -214,6 +222,16 @@ export function createLoginService(deps: LoginServiceDeps) {
         scope = requested;
       }
       const access = await issueFor(session, scope, options.client ?? session.client);
+      // Rotating the refresh token is authenticator management (IA-5): the old one stops working now.
+      security?.info(
+        {
+          event: "refresh_token_rotated",
+          nist: ["ia-5", "au-3"],
+          userId: session.userId,
+          sessionId: session.sessionId,
+        },
+        "refresh token rotated",
+      );
       return {
         session,
         refreshToken: formatToken("refresh", session.sessionId, next),

@@ -3,6 +3,7 @@ import { DomainError, sessionNotFound } from "../domain/errors.ts";
 import type {
   InvalidationReason,
   RecordedEvent,
+  SealedCredentials,
   SessionBinding,
   SessionEvent,
   SessionKind,
@@ -38,6 +39,7 @@ import {
   createCommandHandler,
   type Presumed,
 } from "./command-handler.ts";
+import { idempotencyKeyReused, originalCreation, sameCreateRequest } from "./idempotent-create.ts";
 import type { SessionPolicy } from "./policy.ts";
 import type { ReadModelFreshness, SessionReadModel, ValidationReplica, ValidationStore } from "./ports.ts";
 import { createWithinLimit, type SessionLimiter } from "./session-limit.ts";
@@ -61,6 +63,11 @@ export type CreateSessionInput = {
   /** Client-chosen idempotency key, scoped to `principal`. */
   idempotencyKey?: string | undefined;
   principal: string;
+  /**
+   * Encrypts upstream credentials for the new session once its id exists, storing the session's data key
+   * before the event is appended (credential-vault.ts); the ciphertext goes into SessionCreated.
+   */
+  sealCredentials?: ((sessionId: string) => Promise<SealedCredentials>) | undefined;
 };
 
 export type CreatedSession = {
@@ -261,6 +268,8 @@ export function createSessionService(deps: SessionServiceDeps) {
           : undefined;
       const sessionId = ids.uuidv7();
       const defaultIdle = input.kind === "mcp" ? policy.mcpIdleTimeoutSeconds : policy.idleTimeoutSeconds;
+      const credentials =
+        input.sealCredentials === undefined ? undefined : await input.sealCredentials(sessionId);
       const data: CreateSession["data"] = {
         sessionId,
         userId: input.userId,
@@ -280,6 +289,7 @@ export function createSessionService(deps: SessionServiceDeps) {
         binding: bindingFor(input),
         metadata: input.metadata,
         idpSessionId: input.idpSessionId,
+        credentials,
       };
       // No named closures on this path: `npm start` runs through tsx, whose keepNames gives every named
       // function expression an Object.defineProperty per evaluation (~0.35 µs each, five per create).
@@ -289,9 +299,15 @@ export function createSessionService(deps: SessionServiceDeps) {
           : await createLimited(deps.limiter, data, context);
       const session = result.state;
       if (session.status === "none") throw new Error("create appended nothing");
-      if (result.duplicate && session.tokenHash !== hashSecret(secret)) {
-        // Same command id, different principal or payload: never hand out someone else's session.
-        throw new DomainError("invalid_request", "Idempotency-Key was already used for a different request");
+      if (result.duplicate) {
+        // Same command id: the same caller and key. Hand the original back only to the same request
+        // (idempotent-create.ts), and never a session whose token this request cannot have derived.
+        const original = originalCreation(result.original);
+        if (session.tokenHash !== hashSecret(secret) || (original && !sameCreateRequest(original, data)))
+          throw idempotencyKeyReused();
+        // Credentials are compared by presence only: the original's are sealed (docs/credentials.md).
+        if (original && (original.credentials === undefined) !== (credentials === undefined))
+          throw idempotencyKeyReused();
       }
       return {
         session,
@@ -354,15 +370,18 @@ export function createSessionService(deps: SessionServiceDeps) {
 
     async touch(
       sessionId: string,
-      facts: { ipAddress?: string | undefined; userAgent?: string | undefined },
+      facts: { ipAddress?: string | undefined; userAgent?: string | undefined; usedAt?: number },
       context: CommandContext,
     ) {
+      const { usedAt, ...requestFacts } = facts;
       const result = await runSession(
         sessionId,
+        // Decided as of the use (never later than now): a retry after a lost version conflict sees the
+        // winning touch inside the interval and appends nothing.
         (now) => ({
           type: "TouchSession",
-          now,
-          data: { touchIntervalSeconds: policy.touchIntervalSeconds, ...facts },
+          now: usedAt === undefined ? now : Math.min(now, usedAt),
+          data: { touchIntervalSeconds: policy.touchIntervalSeconds, ...requestFacts },
         }),
         context,
       );

@@ -1,3 +1,4 @@
+import type { Logger } from "pino";
 import { DomainError } from "../domain/errors.ts";
 import type { Claims } from "../domain/events.ts";
 import type { CommandContext } from "./command-handler.ts";
@@ -15,8 +16,18 @@ export function createUserAdmin(deps: {
   /** Absent when only the directory is reachable (no NATS): such commands change no sessions. */
   service?: SessionService | undefined;
   changeClaims?: ((userId: string, claims: Claims, context: CommandContext) => Promise<unknown>) | undefined;
+  /** Where password changes go as security events (NIST IA-5, authenticator management). */
+  security?: Pick<Logger, "info"> | undefined;
 }) {
   const { users } = deps;
+
+  /** A password set or replaced: who did it to whom, never the password or its hash. */
+  function passwordEvent(event: "password_set" | "password_changed", user: UserRecord, actor: unknown) {
+    deps.security?.info(
+      { component: "auth", event, nist: ["ia-5", "au-3"], userId: user.id, username: user.username, actor },
+      event === "password_set" ? "password set" : "password changed",
+    );
+  }
 
   async function find(username: string): Promise<UserRecord> {
     const user = await users.findByUsername(username);
@@ -37,13 +48,19 @@ export function createUserAdmin(deps: {
   return {
     find,
 
-    add(input: { username: string; password: string; roles: string[]; groups: string[] }) {
-      return users.create(input);
+    async add(
+      input: { username: string; password: string; roles: string[]; groups: string[] },
+      context?: CommandContext,
+    ) {
+      const user = await users.create(input);
+      passwordEvent("password_set", user, context?.actor);
+      return user;
     },
 
     async setPassword(username: string, password: string, context: CommandContext) {
       const service = requireService();
       const user = await users.setPassword((await find(username)).id, password);
+      passwordEvent("password_changed", user, context.actor);
       const ended = await service.revokeAll(user.id, "password_changed", undefined, context);
       return { user, ended };
     },

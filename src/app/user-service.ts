@@ -23,7 +23,12 @@ import {
 } from "../domain/user-decider.ts";
 import { waitForCheckpoint } from "../projections/runner.ts";
 import { validationEntryFromState } from "../projections/validation-entry.ts";
-import { type CommandContext, createCommandHandler, type HandleResult } from "./command-handler.ts";
+import {
+  type CommandContext,
+  type CommandObserver,
+  createCommandHandler,
+  type HandleResult,
+} from "./command-handler.ts";
 import type { SessionReadModel, UserDirectory, ValidationReplica } from "./ports.ts";
 
 /**
@@ -52,6 +57,8 @@ export type UserServiceDeps = {
   readModelTimeoutMs?: number | undefined;
   /** Sessions ended in parallel by one fan-out (default 16). */
   concurrency?: number | undefined;
+  /** Told of every append and conflict (metrics count every event, whichever service appends it). */
+  observer?: CommandObserver | undefined;
 };
 
 /** A session's state plus the log position of its creation, so a fan-out can leave later sessions alone. */
@@ -147,6 +154,7 @@ export function createUserService(deps: UserServiceDeps) {
     clock,
     ids,
     decider: { decide: decideUser, evolve: evolveUser, initialState: initialUserState },
+    observer: deps.observer,
   });
   const sessions = createCommandHandler<FanOutState, FanOutCommand, SessionEvent>({
     log,
@@ -159,6 +167,7 @@ export function createUserService(deps: UserServiceDeps) {
     },
     // Fan-outs touch each session once; a big cache would only hold dead states.
     cacheSize: 2_000,
+    observer: deps.observer,
   });
 
   async function runFanOut(

@@ -35,7 +35,8 @@ export type ValidatorDeps = {
   touchIntervalSeconds: number;
   maxLifetimeSeconds: number;
   /** Called (at most once per touch interval per session on this instance) when a touch is due. */
-  onTouchDue?: (entry: ValidationEntry, facts: RequestFacts) => void;
+  /** `usedAt`: the moment this validation answered, which the touch records as the last activity. */
+  onTouchDue?: (entry: ValidationEntry, facts: RequestFacts, usedAt: number) => void;
   /** Told the outcome of every validation through `validate` (for metrics). */
   onOutcome?: (outcome: "valid" | InvalidReason) => void;
 };
@@ -126,7 +127,7 @@ export function createValidator(deps: ValidatorDeps) {
     if (requested !== undefined && now - requested < interval) return;
     if (touchRequestedAt.size > 100_000) pruneTouchRequests(now, interval);
     touchRequestedAt.set(entry.sessionId, now);
-    deps.onTouchDue(entry, facts);
+    deps.onTouchDue(entry, facts, now);
   }
 
   function pruneTouchRequests(now: number, interval: number) {

@@ -10,7 +10,9 @@ export type DomainErrorCode =
   | "invalid_grant"
   | "invalid_request"
   | "concurrency_conflict"
-  | "session_limit_reached";
+  | "session_limit_reached"
+  /** An Idempotency-Key reused with a different request (the original is not handed out). */
+  | "idempotency_key_reused";
 
 export class DomainError extends Error {
   readonly code: DomainErrorCode;

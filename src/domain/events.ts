@@ -5,7 +5,7 @@
 
 export type ActorKind = "user" | "admin" | "service" | "system" | "idp";
 export type Actor = { kind: ActorKind; id: string };
-export type CommandSource = "rest" | "mcp" | "scheduler" | "webhook" | "cli" | "jwt";
+export type CommandSource = "rest" | "mcp" | "ws" | "grpc" | "scheduler" | "webhook" | "cli" | "jwt";
 
 export type EventMetadata = {
   eventId: string;
@@ -74,7 +74,15 @@ export type SessionCreatedData = {
   metadata: Record<string, unknown>;
   /** The IdP's own session id (OIDC `sid`), for back-channel logout. */
   idpSessionId?: string | undefined;
+  /**
+   * Upstream credentials given at login, encrypted under a per-session data key that lives outside the log
+   * and is destroyed when the session ends (crypto-shredding, docs/credentials.md).
+   */
+  credentials?: SealedCredentials | undefined;
 };
+
+/** AES-256-GCM ciphertext of a session's upstream credentials (JSON); the session id is its AAD. base64url. */
+export type SealedCredentials = { alg: "A256GCM"; iv: string; ciphertext: string; tag: string };
 
 export type SessionRenewedData = {
   sessionId: string;

@@ -1,4 +1,10 @@
-import type { InvalidationReason, RecycleReason, SessionBinding, SessionKind } from "./events.ts";
+import type {
+  InvalidationReason,
+  RecycleReason,
+  SealedCredentials,
+  SessionBinding,
+  SessionKind,
+} from "./events.ts";
 
 /**
  * Commands carry everything decide needs, including `now` (from the Clock port) and the policy values in
@@ -27,6 +33,7 @@ export type CreateSession = {
     binding: SessionBinding;
     metadata: Record<string, unknown>;
     idpSessionId?: string | undefined;
+    credentials?: SealedCredentials | undefined;
   };
 };
 

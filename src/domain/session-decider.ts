@@ -135,6 +135,7 @@ function decideCreate(command: Extract<SessionCommand, { type: "CreateSession" }
       binding: d.binding,
       metadata: d.metadata,
       idpSessionId: d.idpSessionId,
+      credentials: d.credentials,
     },
   };
   return [event];

@@ -28,7 +28,9 @@ export type AuditRow = {
   metadata: Record<string, unknown>;
 };
 
-const SECRET_DERIVED = new Set(["tokenHash", "refreshTokenHash", "previousRefreshTokenHash"]);
+// `credentials` is ciphertext whose key is destroyed when the session ends (docs/credentials.md): an audit
+// export must not keep a copy around to be read with a key that leaked before then.
+const SECRET_DERIVED = new Set(["tokenHash", "refreshTokenHash", "previousRefreshTokenHash", "credentials"]);
 
 /**
  * The session whose owner this event does not name itself (renewals, touches, rotations carry only the

@@ -2,13 +2,14 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createConnection, createServer } from "node:net";
+import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectNats } from "../../src/adapters/jetstream/connection.ts";
 import { createJetStreamEventLog } from "../../src/adapters/jetstream/event-log.ts";
+import { DependencyUnavailableError } from "../../src/app/unavailable.ts";
 import type { RecordedEvent } from "../../src/domain/events.ts";
 import { sessionStream } from "../../src/domain/events.ts";
 import type { EventLog } from "../../src/domain/ports.ts";
@@ -19,6 +20,7 @@ import {
   sessionTouched,
   waitUntil,
 } from "../contract/event-fixtures.ts";
+import { freePort } from "../support/ports.ts";
 import { uniquePrefix } from "../support/services.ts";
 
 /**
@@ -41,17 +43,8 @@ let storeDir: string;
 let server: ChildProcess | undefined;
 let nc: NatsConnection;
 let log: EventLog;
+let logPrefix: string;
 let publishRetries = 0;
-
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  probe.listen(0, "127.0.0.1");
-  await once(probe, "listening");
-  const address = probe.address();
-  probe.close();
-  if (address === null || typeof address === "string") throw new Error("no port");
-  return address.port;
-}
 
 async function accepting(): Promise<boolean> {
   return new Promise((resolve) => {
@@ -90,9 +83,10 @@ beforeAll(async () => {
   storeDir = await mkdtemp(join(tmpdir(), "tessera-nats-"));
   await startServer();
   nc = await connectNats(`nats://127.0.0.1:${port}`, "event-log-restart-test", { reconnectTimeWait: 200 });
+  logPrefix = uniquePrefix("rst");
   log = await createJetStreamEventLog({
     nc,
-    prefix: uniquePrefix("rst"),
+    prefix: logPrefix,
     publishTimeoutMs: 500,
     publishAttempts: 60,
     onPublishRetry: () => {
@@ -149,5 +143,50 @@ describe("JetStream event log across a NATS restart", () => {
     expect((await log.readStream(stream)).version).toBe(4);
     await follower.stop();
     expect(settled).toBe(true);
+  }, 60_000);
+
+  it("reports NATS being away as DependencyUnavailableError once the retries are spent", async () => {
+    // A log that gives up after two attempts, on the same connection and stream.
+    const impatient = await createJetStreamEventLog({
+      nc,
+      prefix: logPrefix,
+      ensureStream: false,
+      publishTimeoutMs: 300,
+      publishAttempts: 2,
+    });
+    const sessionId = newSessionId();
+    const stream = sessionStream(sessionId);
+    await impatient.append(stream, sessionCreated(sessionId), metadata(), {
+      expectedVersion: 0,
+      messageId: "u1",
+    });
+    await stopServer();
+    try {
+      const failures = await Promise.all([
+        impatient
+          .append(stream, sessionTouched(sessionId, 1), metadata(), { expectedVersion: 1, messageId: "u2" })
+          .catch((error: unknown) => error),
+        impatient.readStream(stream).catch((error: unknown) => error),
+        impatient.lastPosition().catch((error: unknown) => error),
+      ]);
+      for (const failure of failures) {
+        expect(failure).toBeInstanceOf(DependencyUnavailableError);
+        expect((failure as DependencyUnavailableError).dependency).toBe("event log");
+      }
+    } finally {
+      await startServer();
+      await impatient.close();
+    }
+    // Back (once the client has reconnected): the stream reads again; the buffered append may or may not
+    // have landed, its msg id keeps it to one event.
+    let version = 0;
+    const deadline = Date.now() + 30_000;
+    while (version < 1 && Date.now() < deadline) {
+      version = await log.readStream(stream).then(
+        (read) => read.version,
+        () => 0,
+      );
+    }
+    expect(version).toBeGreaterThanOrEqual(1);
   }, 60_000);
 });

@@ -1,5 +1,6 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createFakeClock } from "../../src/adapters/clock/fake-clock.ts";
 import type { Tessera } from "../../src/main.ts";
 import {
   connectNats,
@@ -24,6 +25,9 @@ beforeAll(async () => {
   tessera = await startDistributed({
     prefix,
     databaseUrl: database.url,
+    // The token endpoint's windows are aligned to the clock; one that stands still keeps every attempt
+    // below in one window.
+    clock: createFakeClock(Math.floor(Date.now() / 60_000) * 60_000 + 1_000),
     env: {
       TESSERA_RATE_LIMIT_TOKEN_PER_IP: "6",
       TESSERA_RATE_LIMIT_TOKEN_PER_USERNAME: "3",

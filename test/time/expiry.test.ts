@@ -94,6 +94,40 @@ describe("expiry on ticks (embedded, fake clock)", () => {
     expect((await validate(tessera, token)).body).toEqual({ valid: false, reason: "expired" });
   });
 
+  it("a touch handled late records the moment of use, and a second one for the same use appends nothing", async () => {
+    const start = clock.now();
+    const { id } = await createSession(tessera, "late-toucher", {
+      ttl_seconds: 3_600,
+      idle_timeout_seconds: 600,
+    });
+    const context = () => ({
+      commandId: crypto.randomUUID(),
+      actor: { kind: "user" as const, id: "late-toucher" },
+      source: "rest" as const,
+    });
+    const touch = (usedAt?: number) =>
+      tessera.service.touch(id, usedAt === undefined ? {} : { usedAt }, context());
+    await advance(61_000);
+    const usedAt = clock.now();
+    await advance(30_000); // the touch for the use at +61 s is handled at +91 s
+    await touch(usedAt);
+    const touches = async () => (await eventsOf(tessera, id)).filter((e) => e.type === "SessionTouched");
+    expect((await touches()).map((e) => e.data)).toEqual([
+      { sessionId: id, at: new Date(start + 61_000).toISOString() },
+    ]);
+    // The retry of a touch that lost a version conflict to the one above, handled past the interval:
+    await advance(70_000); // +161 s
+    await touch(usedAt);
+    expect(await touches()).toHaveLength(1);
+    // Without a moment of use, a touch is as of now.
+    await touch();
+    expect((await touches()).map((e) => e.data.at)).toEqual([
+      new Date(start + 61_000).toISOString(),
+      new Date(start + 161_000).toISOString(),
+    ]);
+    await tessera.service.invalidate(id, "revoked", context()); // not left for the backlog test to expire
+  });
+
   it("leaves a session renewed before its deadline alone, and expires it at the new one", async () => {
     const start = clock.now();
     const { id, token } = await createSession(tessera, "renew-user", { ttl_seconds: 60 });

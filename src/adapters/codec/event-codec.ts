@@ -1,5 +1,10 @@
 import type { z } from "zod";
 import type { DomainEvent, EventMetadata, RecordedEvent, StreamName } from "../../domain/events.ts";
+import {
+  hasUnstorableJsonEscape,
+  isStorableText,
+  UNSTORABLE_TEXT_MESSAGE,
+} from "../../domain/storable-text.ts";
 import { CURRENT_EVENT_VERSION, eventMetadataSchema, eventSchemas } from "./event-schemas.ts";
 import { compileFastCheck, type FastCheck } from "./fast-check.ts";
 
@@ -11,6 +16,9 @@ import { compileFastCheck, type FastCheck } from "./fast-check.ts";
  * Both directions first try a predicate compiled from the same zod schemas (fast-check.ts) that only
  * says yes when zod would accept the value and return it unchanged; anything else (an invalid value, an
  * unknown key to strip) goes through zod itself, which decides and reports the issues.
+ *
+ * A new SessionCreated must also hold only text Postgres can store (see storableSessionCreated). Decoding
+ * never asks: an event already in the log is read whatever it holds.
  */
 
 export type DecodedEvent = { event: DomainEvent; metadata: EventMetadata };
@@ -106,14 +114,55 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
 const MAX_UPCAST_STEPS = 32;
 
 export function encodeEvent(event: DomainEvent, metadata: EventMetadata): Uint8Array {
-  const envelope = { type: event.type, version: event.version, data: event.data, metadata };
-  // Buffer.from: half the cost of TextEncoder.encode for these sizes (a slice of a pooled allocation).
-  if (envelopeChecks.get(event.type)?.(envelope) === true) return Buffer.from(JSON.stringify(envelope));
+  const envelope = { type: event.type, version: event.version, data: event.data, metadata } as Envelope;
+  if (envelopeChecks.get(event.type)?.(envelope) === true) {
+    return storableSessionCreated(envelope, JSON.stringify(envelope));
+  }
   const schema = envelopeSchemas.get(event.type);
   if (schema === undefined) throw new EventEncodeError(String(event.type), []);
   const parsed = schema.safeParse(envelope);
   if (!parsed.success) throw new EventEncodeError(event.type, parsed.error.issues);
-  return Buffer.from(JSON.stringify(parsed.data));
+  return storableSessionCreated(parsed.data, JSON.stringify(parsed.data));
+}
+
+/**
+ * `json` as bytes, unless it is a SessionCreated holding text Postgres cannot store (NUL, an unpaired
+ * surrogate): the edge refuses such text, so one reaching here is a writer's bug, refused before it
+ * reaches the log. The projections would cope (they store U+FFFD instead, storable-text.ts), but a user
+ * id stored that way is not the user's id: per-user queries of the read model (lists, the session limit,
+ * revoke-all's fan-out) would miss the session. Only SessionCreated is refused: it is where a session's
+ * text enters the log, while the events that follow copy ids from it — refusing those would leave an
+ * existing session (from before the edge refused such text) impossible to end, renew or expire.
+ * Costs one `includes` over the JSON (~0.02 µs per SessionCreated); only a hit walks the value.
+ */
+function storableSessionCreated(envelope: Envelope, json: string): Uint8Array {
+  if (envelope.type === "SessionCreated" && hasUnstorableJsonEscape(json)) {
+    throw new EventEncodeError(envelope.type, unstorableTextIssues(envelope));
+  }
+  // Buffer.from: half the cost of TextEncoder.encode for these sizes (a slice of a pooled allocation).
+  return Buffer.from(json);
+}
+
+/** Where the value holds unstorable text (strings and object keys), as zod-style issues (up to 5). */
+function unstorableTextIssues(value: unknown): z.core.$ZodIssue[] {
+  const issues: z.core.$ZodIssue[] = [];
+  const pending: Array<[unknown, PropertyKey[]]> = [[value, []]];
+  while (pending.length > 0 && issues.length < 5) {
+    const [item, path] = pending.pop() as [unknown, PropertyKey[]];
+    if (typeof item === "string") {
+      if (!isStorableText(item)) issues.push({ code: "custom", path, message: UNSTORABLE_TEXT_MESSAGE });
+    } else if (Array.isArray(item)) {
+      for (let index = 0; index < item.length; index++) pending.push([item[index], [...path, index]]);
+    } else if (typeof item === "object" && item !== null) {
+      for (const [key, member] of Object.entries(item)) {
+        // The path names the key's place, never the key itself (it is the unstorable text).
+        if (!isStorableText(key))
+          issues.push({ code: "custom", path, message: `a key ${UNSTORABLE_TEXT_MESSAGE}` });
+        pending.push([member, [...path, key]]);
+      }
+    }
+  }
+  return issues;
 }
 
 export function decodeEvent(bytes: Uint8Array, upcasters: UpcasterRegistry = defaultUpcasters): DecodedEvent {

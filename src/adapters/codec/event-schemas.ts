@@ -26,7 +26,7 @@ const id = z.string().min(1);
 const strings = z.array(z.string());
 
 const actorKind = z.enum(["user", "admin", "service", "system", "idp"]);
-const commandSource = z.enum(["rest", "mcp", "scheduler", "webhook", "cli", "jwt"]);
+const commandSource = z.enum(["rest", "mcp", "ws", "grpc", "scheduler", "webhook", "cli", "jwt"]);
 const invalidationReason = z.enum([
   "logout",
   "revoked",
@@ -77,6 +77,14 @@ const sessionCreatedData = z.object({
   }),
   metadata: z.record(z.string(), z.unknown()),
   idpSessionId: z.string().optional(),
+  credentials: z
+    .object({
+      alg: z.literal("A256GCM"),
+      iv: z.string().min(1),
+      ciphertext: z.string(),
+      tag: z.string().min(1),
+    })
+    .optional(),
 });
 
 const sessionRenewedData = z.object({

@@ -2,7 +2,8 @@ import { hash, timingSafeEqual } from "node:crypto";
 import type { FastifyRequest } from "fastify";
 import { type Principal, permissionsFor } from "../../app/access.ts";
 import type { Validator } from "../../app/validator.ts";
-import { HttpProblem, unauthorized } from "./problem.ts";
+import { rememberPrincipal } from "./access-denied-log.ts";
+import { invalidToken, unauthorized } from "./problem.ts";
 
 /** Resolves a Bearer credential this authenticator understands, or returns undefined to let the next one try. */
 export type BearerAuthenticator = (token: string, request: FastifyRequest) => Promise<Principal | undefined>;
@@ -34,7 +35,11 @@ export function createAuthenticate(deps: {
       ) {
         throw unauthorized("Invalid admin key");
       }
-      return { kind: "admin", actor: { kind: "admin", id: "admin-key" }, via: "admin_key" };
+      return remembered(request, {
+        kind: "admin",
+        actor: { kind: "admin", id: "admin-key" },
+        via: "admin_key",
+      });
     }
     const authorization = request.headers.authorization;
     if (authorization === undefined) return undefined;
@@ -43,10 +48,9 @@ export function createAuthenticate(deps: {
     const token = match[1];
     if (token.startsWith("tss_")) {
       const outcome = await deps.validator.validate(token, requestFacts(request));
-      if (!outcome.valid)
-        throw new HttpProblem(401, "unauthorized", "Session token is not valid", { reason: outcome.reason });
+      if (!outcome.valid) throw invalidToken("Session token is not valid", { reason: outcome.reason });
       const entry = outcome.entry;
-      return {
+      return remembered(request, {
         kind: "user",
         actor: { kind: "user", id: entry.userId },
         via: "session_token",
@@ -56,14 +60,20 @@ export function createAuthenticate(deps: {
         groups: entry.groups,
         sessionId: entry.sessionId,
         permissions: permissionsFor(entry.roles, entry.scope),
-      };
+      });
     }
     for (const authenticator of deps.bearerAuthenticators ?? []) {
       const principal = await authenticator(token, request);
-      if (principal) return principal;
+      if (principal) return remembered(request, principal);
     }
-    throw unauthorized("Bearer token is not valid");
+    throw invalidToken("Bearer token is not valid");
   };
+}
+
+/** The error handler names the actor of a 403 from this (src/adapters/http/access-denied-log.ts). */
+function remembered(request: FastifyRequest, principal: Principal): Principal {
+  rememberPrincipal(request, principal);
+  return principal;
 }
 
 function digest(value: string) {

@@ -1,7 +1,7 @@
 import type { IdpSessions } from "../../app/idp-sessions.ts";
 import type { BearerAuthenticator } from "./authenticate.ts";
 import { requestFacts } from "./authenticate.ts";
-import { HttpProblem } from "./problem.ts";
+import { invalidToken } from "./problem.ts";
 
 /**
  * The HTTP face of IdP sessions: a Bearer authenticator for createAuthenticate. Tokens that do not claim
@@ -17,9 +17,7 @@ export function createIdpBearerAuthenticator(idp: IdpSessions): BearerAuthentica
       case "authenticated":
         return outcome.principal;
       case "refused":
-        throw new HttpProblem(
-          401,
-          "unauthorized",
+        throw invalidToken(
           outcome.reason === "recycled"
             ? "Your roles or groups changed: sign in again"
             : "IdP token is not valid",

@@ -1,31 +1,50 @@
 import { z } from "zod";
 import type { SessionRow } from "../../app/ports.ts";
 import { type ExistingSession, idleDeadline } from "../../domain/session-state.ts";
+import { UNSTORABLE_TEXT_MESSAGE } from "../../domain/storable-text.ts";
+import { credentialsSchema } from "./credentials-body.ts";
+import { isStorableJson, nestsAtMost, storableText } from "./storable-text.ts";
 
 /** Request and response shapes of the REST API (snake_case JSON). The OpenAPI document is generated from these. */
 
 const MAX_METADATA_BYTES = 8 * 1024;
+const MAX_METADATA_DEPTH = 16;
 
+// The depth check comes first and the others only look at values that passed it: JSON.stringify of a
+// deeply nested value (a 64 KiB body holds ~30,000 levels) overflows the stack.
 export const metadataSchema = z
+  // Keys are checked with the values (isStorableJson): a refined key type would cost the fast path.
   .record(z.string().max(128), z.unknown())
-  .refine((value) => JSON.stringify(value).length <= MAX_METADATA_BYTES, {
-    message: `metadata must serialise to at most ${MAX_METADATA_BYTES} bytes`,
-  });
+  .refine((value) => nestsAtMost(value, MAX_METADATA_DEPTH), {
+    message: `metadata must nest at most ${MAX_METADATA_DEPTH} levels deep`,
+  })
+  .refine((value) => !nestsAtMost(value, MAX_METADATA_DEPTH) || isStorableJson(value), {
+    message: `metadata ${UNSTORABLE_TEXT_MESSAGE}`,
+  })
+  .refine(
+    (value) => !nestsAtMost(value, MAX_METADATA_DEPTH) || JSON.stringify(value).length <= MAX_METADATA_BYTES,
+    { message: `metadata must serialise to at most ${MAX_METADATA_BYTES} bytes` },
+  );
 
-const nameList = z.array(z.string().min(1).max(128)).max(64);
+/** A user id as the API accepts it, in a body, a query or a path. */
+export const userIdText = storableText({ min: 1, max: 256 });
+
+const nameList = z.array(storableText({ min: 1, max: 128 })).max(64);
 const ttl = z.number().int().min(1).max(31_536_000);
 
 export const createSessionBody = z
   .strictObject({
-    user_id: z.string().min(1).max(256).optional(),
-    username: z.string().min(1).max(256).optional(),
+    user_id: userIdText.optional(),
+    username: storableText({ min: 1, max: 256 }).optional(),
     roles: nameList.optional(),
     groups: nameList.optional(),
     kind: z.enum(["web", "api", "mcp"]).optional(),
     ttl_seconds: ttl.optional(),
     idle_timeout_seconds: z.number().int().min(0).max(31_536_000).optional(),
     metadata: metadataSchema.optional(),
-    client: z.string().min(1).max(256).optional(),
+    client: storableText({ min: 1, max: 256 }).optional(),
+    /** Upstream credentials kept encrypted for the session's life (docs/credentials.md). */
+    credentials: credentialsSchema.optional(),
   })
   .nullish();
 
@@ -36,8 +55,9 @@ export const validateBody = z
     token: z.string().max(512).optional(),
     /** The caller's IdP access token, checked against the session's claims (recycles on a difference). */
     jwt: z.string().max(16_384).optional(),
-    client_ip: z.string().max(64).optional(),
-    user_agent: z.string().max(1024).optional(),
+    // Both may be recorded (SessionTouched), so both must be storable.
+    client_ip: storableText({ max: 64 }).optional(),
+    user_agent: storableText({ max: 1024 }).optional(),
   })
   .nullish();
 
@@ -47,10 +67,14 @@ export const listQuery = z.strictObject({
   status: z.enum(["active", "ended", "all"]).default("active"),
   limit: z.coerce.number().int().min(1).max(100).default(20),
   cursor: z.string().max(512).optional(),
-  user_id: z.string().min(1).max(256).optional(),
+  user_id: userIdText.optional(),
 });
 
 export const revokeAllQuery = z.strictObject({ except: z.enum(["current"]).optional() });
+
+/** For routes that take no parameters: an unknown one is refused by name, as on the list routes. */
+export const noQuery = z.strictObject({});
+export const noBody = z.strictObject({}).nullish();
 
 const instant = z.string();
 const nullableInstant = instant.nullable();

@@ -41,6 +41,7 @@ import { ensureEventStream } from "./event-stream.ts";
 import { headerBlockMentions } from "./header-peek.ts";
 import { createRecentDecodes } from "./recent-decodes.ts";
 import { createEventSubjects } from "./subjects.ts";
+import { natsFailure } from "./unavailable.ts";
 
 /**
  * The event log on JetStream. One subject per session or user stream inside one stream; the stream
@@ -169,7 +170,9 @@ export async function createJetStreamEventLog(options: JetStreamEventLogOptions)
 
   async function getMessage(query: MsgRequest | { seq: number; next_by_subj: string }) {
     // next_by_subj is part of the server's MSG.GET API (2.9) though the client only types it for direct get.
-    return jsm.streams.getMessage(streamName, query as MsgRequest);
+    return jsm.streams.getMessage(streamName, query as MsgRequest).catch((error: unknown) => {
+      throw natsFailure("event log", error);
+    });
   }
 
   /** Reads a subject's messages from `fromSeq` up to `lastSeq` with a throwaway ordered consumer. */
@@ -214,7 +217,8 @@ export async function createJetStreamEventLog(options: JetStreamEventLogOptions)
         .publish(subject, payload, { headers: h, timeout: publishTimeoutMs })
         .then(appendResult, (error: unknown) =>
           retryPublish(subject, payload, h, error).then(appendResult, (final: unknown) => {
-            throw toConflict(final, options.expectedVersion) ?? final;
+            // Still failing after the retries: NATS is away, and the caller may answer "retry shortly".
+            throw toConflict(final, options.expectedVersion) ?? natsFailure("event log", final);
           }),
         );
     },
@@ -250,7 +254,9 @@ export async function createJetStreamEventLog(options: JetStreamEventLogOptions)
 
     async lastPosition() {
       assertOpen();
-      const info = await jsm.streams.info(streamName);
+      const info = await jsm.streams.info(streamName).catch((error: unknown) => {
+        throw natsFailure("event log", error);
+      });
       return info.state.last_seq;
     },
 

@@ -2,11 +2,14 @@ import type { FastifyInstance } from "fastify";
 import { overdueCause } from "../../domain/session-state.ts";
 import { createBrowserContexts } from "./browser-contexts.ts";
 import { createMcpPlugin, type McpEndpointDeps } from "./plugin.ts";
+import { createSessionUrls, SESSION_URL_PATH, type SessionUrlOf } from "./session-url.ts";
 import type { McpToolDeps } from "./tool-deps.ts";
 
 export type McpEndpointOptions = Omit<McpEndpointDeps, "browsers"> & {
   /** TESSERA_CHROMIUM_PATH; unset = look in the usual system locations when a context is first asked for. */
   chromiumPath: string | undefined;
+  /** TESSERA_PUBLIC_URL, the base of session URLs; unset = the request's own host when /mcp accepts it. */
+  publicUrl?: string | undefined;
 };
 
 export type McpEndpoint = {
@@ -14,6 +17,8 @@ export type McpEndpoint = {
   plugin: (app: FastifyInstance) => Promise<void>;
   /** What the tools run on, for serving them over stdio in-process (`tessera mcp --stdio`). */
   tools: McpToolDeps;
+  /** The session URL of a token, for `POST /v1/sessions` (pass it in buildHttpApp's `sessionUrl`). */
+  sessionUrl: SessionUrlOf;
   /** Closes browser contexts and Chromium. */
   close(): Promise<void>;
 };
@@ -31,11 +36,14 @@ export function createMcpEndpoint(options: McpEndpointOptions): McpEndpoint {
       return session?.status === "active" && overdueCause(session, clock.now()) === undefined;
     },
   });
-  const { chromiumPath: _unused, ...deps } = options;
-  const tools: McpToolDeps = { ...deps, browsers };
+  const { chromiumPath: _unused, publicUrl, ...deps } = options;
+  const publicSessionUrl =
+    publicUrl === undefined ? undefined : (token: string) => `${publicUrl}${SESSION_URL_PATH}${token}`;
+  const tools: McpToolDeps = { ...deps, browsers, sessionUrl: publicSessionUrl };
   return {
-    plugin: createMcpPlugin({ ...deps, browsers }),
+    plugin: createMcpPlugin({ ...deps, ...tools }),
     tools,
+    sessionUrl: createSessionUrls({ publicUrl, hostGuard: options.hostGuard }),
     close: () => browsers.close(),
   };
 }

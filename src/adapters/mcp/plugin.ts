@@ -1,12 +1,13 @@
 import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js";
 import { isInitializeRequest } from "@modelcontextprotocol/sdk/types.js";
-import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Principal } from "../../app/access.ts";
 import type { CommandContext } from "../../app/command-handler.ts";
 import { type Authenticate, requestFacts } from "../http/authenticate.ts";
 import { createHostGuard, type HostGuardOptions } from "./host-guard.ts";
 import { createMcpServer } from "./mcp-server.ts";
 import { createMcpSessions } from "./mcp-sessions.ts";
+import { alsoAtSessionUrl } from "./session-url.ts";
 import { type McpToolDeps, mcpCommandContext, type ToolCaller } from "./tool-deps.ts";
 
 export type McpEndpointDeps = McpToolDeps & {
@@ -79,8 +80,28 @@ export function createMcpPlugin(deps: McpEndpointDeps) {
     }
   }
 
-  return async function mcpPlugin(app: FastifyInstance) {
-    app.post("/mcp", async (request, reply) => {
+  /** A body Fastify refused to parse (not JSON: no parser takes it) is the transport's 415 too. */
+  function bodyRefused(error: FastifyError, _request: FastifyRequest, reply: FastifyReply) {
+    if (error.code !== "FST_ERR_CTP_INVALID_MEDIA_TYPE") throw error;
+    return unsupportedMediaType(reply);
+  }
+
+  function unsupportedMediaType(reply: FastifyReply) {
+    return rpcError(
+      reply,
+      415,
+      SERVER_ERROR,
+      "Unsupported Media Type: Content-Type must be application/json",
+    );
+  }
+
+  return async function mcpPlugin(fastify: FastifyInstance) {
+    // Every route below also answers at the session URL, /mcp/u/<token> (session-url.ts).
+    const app = alsoAtSessionUrl(fastify);
+    app.post("/mcp", { errorHandler: bodyRefused }, async (request, reply) => {
+      // First, as the transport itself checks it: a body that is not JSON is not a message (and an
+      // initialize sent as text/plain must not read as "a request without Mcp-Session-Id").
+      if (!isJson(request)) return unsupportedMediaType(reply);
       const caller = await admit(request, reply);
       if (!caller) return reply;
       const context = (): CommandContext => mcpCommandContext(caller, deps.ids);
@@ -155,12 +176,11 @@ function calledTool(body: unknown): string | undefined {
 /** Mirrors the transport's own POST preconditions (Accept both types, JSON body). */
 function transportAccepts(request: FastifyRequest): boolean {
   const accept = request.headers.accept ?? "";
-  const contentType = request.headers["content-type"] ?? "";
-  return (
-    accept.includes("application/json") &&
-    accept.includes("text/event-stream") &&
-    contentType.toLowerCase().startsWith("application/json")
-  );
+  return accept.includes("application/json") && accept.includes("text/event-stream") && isJson(request);
+}
+
+function isJson(request: FastifyRequest): boolean {
+  return (request.headers["content-type"] ?? "").toLowerCase().startsWith("application/json");
 }
 
 /**

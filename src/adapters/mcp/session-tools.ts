@@ -2,6 +2,7 @@ import { z } from "zod";
 import { isAdmin } from "../../app/access.ts";
 import { statsFor } from "../../app/session-stats.ts";
 import { viewFromRow, viewFromState } from "../http/schemas.ts";
+import { storableText } from "../http/storable-text.ts";
 import type { McpToolDeps, ToolCaller, ToolRegistry } from "./tool-deps.ts";
 import { createToolHelpers, sessionIdInput } from "./tool-helpers.ts";
 import { ToolFailure } from "./tool-results.ts";
@@ -32,6 +33,10 @@ const createSessionTool = {
     createdAt: z.string(),
     expiresAt: z.string(),
     sessionToken: z.string().describe("Bearer token for the REST API and for MCP (tss_…)"),
+    sessionUrl: z
+      .string()
+      .optional()
+      .describe("MCP server URL that carries sessionToken (…/mcp/u/tss_…); only with TESSERA_PUBLIC_URL set"),
     tokens: z.object({
       accessToken: z.string().describe("JWT access token"),
       refreshToken: z.string().describe("Refresh token (tsr_…), rotated on every use"),
@@ -55,7 +60,7 @@ const listSessionsTool = {
   description:
     "List sessions of a user (default: the caller's own active sessions). Listing another user's sessions needs the admin role; an admin without userId sees everyone's.",
   inputSchema: {
-    userId: z.string().min(1).max(256).optional().describe("Whose sessions; defaults to the caller"),
+    userId: storableText({ min: 1, max: 256 }).optional().describe("Whose sessions; defaults to the caller"),
     status: z
       .enum(["active", "ended", "all"])
       .optional()
@@ -112,8 +117,10 @@ const validateSessionTool = {
     "Is this session token (tss_…) valid now? Answers valid=true with the session and user, or valid=false with a reason: malformed, not_found, expired, invalidated, recycled or binding_mismatch.",
   inputSchema: {
     token: z.string().min(1).max(512).describe("The session's bearer token (tss_…)"),
-    clientIp: z.string().max(64).optional().describe("IP of the end user, when the session is IP-bound"),
-    userAgent: z.string().max(1024).optional().describe("User agent of the end user, when UA-bound"),
+    clientIp: storableText({ max: 64 })
+      .optional()
+      .describe("IP of the end user, when the session is IP-bound"),
+    userAgent: storableText({ max: 1024 }).optional().describe("User agent of the end user, when UA-bound"),
   },
   outputSchema: {
     valid: z.boolean(),
@@ -136,7 +143,7 @@ const recycleSessionsTool = {
   description:
     "End every live session of a user with reason 'recycled' so that clients sign in (or MCP clients re-initialize) and pick up current roles and groups. Defaults to the caller's own sessions, including this MCP session; another user's needs the admin role.",
   inputSchema: {
-    userId: z.string().min(1).max(256).optional().describe("Whose sessions; defaults to the caller"),
+    userId: storableText({ min: 1, max: 256 }).optional().describe("Whose sessions; defaults to the caller"),
   },
   outputSchema: { recycled: z.number(), userId: z.string() },
   annotations: { destructiveHint: true, idempotentHint: true, openWorldHint: false },
@@ -192,6 +199,7 @@ export function registerSessionTools(server: ToolRegistry, deps: McpToolDeps, ca
         createdAt: view.created_at,
         expiresAt: view.expires_at,
         sessionToken: login.token,
+        sessionUrl: deps.sessionUrl?.(login.token),
         tokens: {
           accessToken: login.accessToken,
           refreshToken: login.refreshToken,

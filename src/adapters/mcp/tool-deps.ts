@@ -30,6 +30,8 @@ export type McpToolDeps = {
   /** Recycles one session (an MCP session whose caller's claims changed). */
   recycleSession?: ((sessionId: string, context: CommandContext) => Promise<unknown>) | undefined;
   browsers?: BrowserContexts | undefined;
+  /** A token's session URL under TESSERA_PUBLIC_URL (create-session returns it); unset without one. */
+  sessionUrl?: ((token: string) => string) | undefined;
 };
 
 /** Who is calling a tool, from where, as part of which request. */

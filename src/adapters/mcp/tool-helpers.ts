@@ -1,6 +1,7 @@
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
 import { canActOn, isAdmin, type Permission } from "../../app/access.ts";
+import { logAccessDenied, missingPermission } from "../../app/security-events.ts";
 import { isUuid } from "../../domain/tokens.ts";
 import { type McpToolDeps, mcpCommandContext, type ToolCaller } from "./tool-deps.ts";
 import { success, type ToolErrorCode, ToolFailure, toFailure } from "./tool-results.ts";
@@ -23,6 +24,16 @@ export function createToolHelpers(deps: McpToolDeps, caller: ToolCaller) {
     try {
       return success(await body());
     } catch (error) {
+      if (error instanceof ToolFailure && error.code === "ACCESS_DENIED") {
+        logAccessDenied(deps.logger, caller.principal, {
+          surface: "mcp",
+          route: `tool ${tool}`,
+          permission: error.permission,
+          detail: error.message,
+          ip: caller.facts.ip,
+          requestId: caller.correlationId,
+        });
+      }
       const { result, unexpected } = toFailure(error, fallback, fallbackMessage);
       if (unexpected) deps.logger.error({ err: error, tool }, "mcp tool failed");
       return result;
@@ -37,7 +48,11 @@ export function createToolHelpers(deps: McpToolDeps, caller: ToolCaller) {
     const session = await deps.service.get(sessionId);
     if (!session) throw new ToolFailure("SESSION_NOT_FOUND", "Session not found");
     if (!canActOn(caller.principal, session.userId, permission)) {
-      throw new ToolFailure("ACCESS_DENIED", "Access denied to this session");
+      throw new ToolFailure(
+        "ACCESS_DENIED",
+        "Access denied to this session",
+        missingPermission(caller.principal, session.userId, permission),
+      );
     }
     return session;
   }
@@ -45,7 +60,7 @@ export function createToolHelpers(deps: McpToolDeps, caller: ToolCaller) {
   function requirePermission(permission: Permission) {
     const { principal } = caller;
     if (principal.kind === "user" && !principal.permissions.has(permission) && !isAdmin(principal)) {
-      throw new ToolFailure("ACCESS_DENIED", `This needs ${permission}`);
+      throw new ToolFailure("ACCESS_DENIED", `This needs ${permission}`, permission);
     }
   }
 
@@ -53,9 +68,13 @@ export function createToolHelpers(deps: McpToolDeps, caller: ToolCaller) {
   function targetUser(userId: string | undefined, permission: Permission): string | undefined {
     const { principal } = caller;
     if (isAdmin(principal)) return userId;
-    if (principal.kind !== "user") throw new ToolFailure("ACCESS_DENIED", "Access denied");
+    if (principal.kind !== "user") throw new ToolFailure("ACCESS_DENIED", "Access denied", "admin:sessions");
     if (userId !== undefined && userId !== principal.userId) {
-      throw new ToolFailure("ACCESS_DENIED", "Only an admin may act on another user's sessions");
+      throw new ToolFailure(
+        "ACCESS_DENIED",
+        "Only an admin may act on another user's sessions",
+        "admin:sessions",
+      );
     }
     requirePermission(permission);
     return principal.userId;

@@ -1,5 +1,7 @@
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import type { Permission } from "../../app/access.ts";
 import { OAuthError } from "../../app/login-service.ts";
+import { DependencyUnavailableError } from "../../app/unavailable.ts";
 import { DomainError } from "../../domain/errors.ts";
 
 /**
@@ -33,6 +35,8 @@ export class ToolFailure extends Error {
   constructor(
     readonly code: ToolErrorCode,
     message: string,
+    /** ACCESS_DENIED: the permission the caller lacked (for the security log, never shown). */
+    readonly permission?: Permission | undefined,
   ) {
     super(message);
     this.name = "ToolFailure";
@@ -60,6 +64,12 @@ export function toFailure(
   // The login's RFC 6749 errors (e.g. roles that grant no scope) describe the request, not the server.
   if (error instanceof OAuthError)
     return { result: failure("AUTH_FAILED", error.description), unexpected: false };
+  if (error instanceof DependencyUnavailableError) {
+    return {
+      result: failure("NOT_AVAILABLE", `The ${error.dependency} is unavailable; retry shortly`),
+      unexpected: false,
+    };
+  }
   if (error instanceof DomainError) {
     switch (error.code) {
       case "session_not_found":
@@ -71,6 +81,7 @@ export function toFailure(
       case "session_limit_reached":
         return { result: failure("SESSION_LIMIT_REACHED", error.message), unexpected: false };
       case "invalid_request":
+      case "idempotency_key_reused":
         return { result: failure("INVALID_INPUT", error.message), unexpected: false };
       case "session_exists":
       case "concurrency_conflict":

@@ -5,12 +5,15 @@ import type { SessionReadModel, ValidationReplica } from "../../app/ports.ts";
 import type { Clock, EventLog } from "../../domain/ports.ts";
 import { onEachResponse } from "../http/request-lifecycle.ts";
 import { createLatencyHistogram, type HistogramCell } from "./latency-histogram.ts";
+import { measureProjectionLag, type ProjectionCheckpoint, shareInFlight } from "./projection-lag.ts";
 
 export type MetricsDeps = {
   log: EventLog;
   replica: ValidationReplica;
   readModel: SessionReadModel;
   clock: Clock;
+  /** Every projection's stored checkpoint, for the lag gauges (labelled by `name`). */
+  projections: readonly ProjectionCheckpoint[];
 };
 
 /**
@@ -89,16 +92,36 @@ export function createPrometheusMetrics(deps: MetricsDeps) {
     help: "Active sessions according to the read model",
     registers: [registry],
     async collect() {
-      this.set((await deps.readModel.stats(undefined, deps.clock.now())).active);
+      // The read model's database being away must not fail the whole scrape (every other metric, and the
+      // lag that says how far behind it is). The gauge keeps the last count it read: an unlabelled gauge
+      // always has a sample, and 0 would claim nobody is signed in.
+      const stats = await deps.readModel.stats(undefined, deps.clock.now()).catch(() => undefined);
+      if (stats !== undefined) this.set(stats.active);
+    },
+  });
+  // Both lag gauges are collected in the same scrape: they share one measurement. A projection whose
+  // checkpoint cannot be read (its database is down) has no sample rather than a stale one.
+  const projectionLag = shareInFlight(() =>
+    measureProjectionLag({ log: deps.log, clock: deps.clock, projections: deps.projections }),
+  );
+  new Gauge({
+    name: "tessera_projection_lag_events",
+    help: "Events in the log not yet applied by each projection",
+    labelNames: ["projection"] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const lag of await projectionLag()) if (lag.ok) this.set({ projection: lag.name }, lag.events);
     },
   });
   new Gauge({
-    name: "tessera_projection_lag_events",
-    help: "Events in the log not yet applied to the sessions read model",
+    name: "tessera_projection_lag_seconds",
+    help: "Age of the oldest event each projection has not applied yet (0 when caught up)",
+    labelNames: ["projection"] as const,
     registers: [registry],
     async collect() {
-      const [last, checkpoint] = await Promise.all([deps.log.lastPosition(), deps.readModel.checkpoint()]);
-      this.set(Math.max(0, last - checkpoint));
+      this.reset();
+      for (const lag of await projectionLag()) if (lag.ok) this.set({ projection: lag.name }, lag.seconds);
     },
   });
 

@@ -6,23 +6,35 @@
  * parameter and cast in SQL, so every driver passes it through unchanged.
  */
 
+import { toStorableText } from "../../domain/storable-text.ts";
+
 // Inside double quotes only `"` and `\` need a backslash.
 const NEEDS_ESCAPE = /["\\]/;
 const ESCAPE = /["\\]/g;
+// Those, or a NUL or surrogate that Postgres may not store (storable-text.ts): one test finds all of them.
+// biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is one of the characters looked for.
+const NEEDS_CARE = /["\\\u0000\ud800-\udfff]/;
 // Letters, digits and the punctuation of numbers, UUIDs and ISO-8601 instants; not the word NULL.
 const PLAIN = /^(?!null$)[A-Za-z0-9:.+-]+$/i;
 
-/** Any strings (NULL for null): every element quoted, `"` and `\` escaped. */
+/**
+ * Any strings (NULL for null): every element quoted, `"` and `\` escaped, and made storable (a NUL or an
+ * unpaired surrogate becomes U+FFFD, see storable-text.ts).
+ */
 export function textArray(values: readonly (string | null)[]): string {
   const parts = new Array<string>(values.length);
   for (let i = 0; i < values.length; i++) {
     const value = values[i];
     parts[i] =
-      value === null || value === undefined
-        ? "NULL"
-        : `"${NEEDS_ESCAPE.test(value) ? value.replace(ESCAPE, "\\$&") : value}"`;
+      value === null || value === undefined ? "NULL" : `"${NEEDS_CARE.test(value) ? careful(value) : value}"`;
   }
   return `{${parts.join(",")}}`;
+}
+
+/** The rare element that needs more than quotes: escapes, a replacement, or neither (an emoji). */
+function careful(value: string): string {
+  const stored = toStorableText(value);
+  return NEEDS_ESCAPE.test(stored) ? stored.replace(ESCAPE, "\\$&") : stored;
 }
 
 /**

@@ -1,5 +1,6 @@
 import type { Insertable, Kysely, Transaction } from "kysely";
 import type { RecordedEvent } from "../../domain/events.ts";
+import { toStorableJsonText, toStorableText, toStorableTextOrNull } from "../../domain/storable-text.ts";
 import { type AuditRow, auditRowOf, ownerLookupFor } from "../../projections/audit-row.ts";
 import type { ProjectionTarget } from "../../projections/runner.ts";
 import type { AuditEventsTable } from "./audit-schema.ts";
@@ -20,6 +21,10 @@ const INSERT_CHUNK = 2_000;
  * Renewals, touches and rotations do not name the session's user; the user comes from the session's
  * SessionCreated — in the same batch, or already in the table (the table is its own lookup, so a rebuild
  * from position 1 needs nothing else).
+ *
+ * Text Postgres cannot store (NUL, unpaired surrogates) is stored with U+FFFD in its place, in the text
+ * columns and in `data`/`metadata` (storable-text.ts): an old or foreign event holding one must not stop
+ * the audit trail for good.
  */
 export function createAuditProjection(
   db: Kysely<Database>,
@@ -69,14 +74,15 @@ function toDb(row: AuditRow): Insertable<AuditEventsTable> {
   return {
     position: row.position,
     occurred_at: row.occurredAt,
+    // type, actor_kind, source and reason are closed sets the codec checked on read.
     type: row.type,
-    session_id: row.sessionId,
-    user_id: row.userId,
+    session_id: toStorableTextOrNull(row.sessionId),
+    user_id: toStorableTextOrNull(row.userId),
     actor_kind: row.actorKind,
-    actor_id: row.actorId,
+    actor_id: toStorableText(row.actorId),
     source: row.source,
     reason: row.reason,
-    data: JSON.stringify(row.data),
-    metadata: JSON.stringify(row.metadata),
+    data: toStorableJsonText(JSON.stringify(row.data)),
+    metadata: toStorableJsonText(JSON.stringify(row.metadata)),
   };
 }

@@ -1,11 +1,15 @@
 import { type Kysely, type Selectable, sql } from "kysely";
 import type { AuditQuery, AuditReadModel } from "../../app/ports.ts";
+import { isStorableText } from "../../domain/storable-text.ts";
 import type { AuditRow } from "../../projections/audit-row.ts";
 import { AUDIT_PROJECTION_NAME } from "./audit-projection.ts";
 import type { AuditEventsTable } from "./audit-schema.ts";
 import type { Database } from "./schema.ts";
 
-/** Queries over `audit_events`: filtered, position-ordered pages, and the history behind `as_of`. */
+/**
+ * Queries over `audit_events`: filtered, position-ordered pages, and the history behind `as_of`. An id
+ * Postgres cannot store (storable-text.ts) is never queried: no row can hold it, so it finds nothing.
+ */
 export function createAuditReadModel(
   db: Kysely<Database>,
   options: { projectionName?: string | undefined } = {},
@@ -14,6 +18,9 @@ export function createAuditReadModel(
 
   return {
     async list(query: AuditQuery) {
+      if (!storableFilter(query.userId) || !storableFilter(query.sessionId)) {
+        return { rows: [], nextAfter: null };
+      }
       const limit = Math.max(1, Math.floor(query.limit));
       const rows = await db
         .selectFrom("audit_events")
@@ -40,6 +47,7 @@ export function createAuditReadModel(
     },
 
     async historyAsOf(userId, at) {
+      if (!isStorableText(userId)) return [];
       const rows = await db
         .selectFrom("audit_events")
         .selectAll()
@@ -76,6 +84,8 @@ export function createAuditReadModel(
     },
   };
 }
+
+const storableFilter = (value: string | undefined) => value === undefined || isStorableText(value);
 
 function rowFromDb(r: Selectable<AuditEventsTable>): AuditRow {
   return {

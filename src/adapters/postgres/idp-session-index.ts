@@ -1,5 +1,6 @@
 import type { Kysely } from "kysely";
 import type { IdpSessionIndex } from "../../app/idp-ports.ts";
+import { isStorableText, toStorableText } from "../../domain/storable-text.ts";
 import type { ProjectionTarget } from "../../projections/runner.ts";
 import { createCheckpointedProjection, readCheckpoint } from "./checkpointed-projection.ts";
 import type { Database } from "./schema.ts";
@@ -9,6 +10,9 @@ import type { Database } from "./schema.ts";
  * from SessionCreated events that carry an idpSessionId. Rows are only ever inserted (a session's sid
  * never changes) and never updated when the session ends: a logout that finds an ended session ends
  * nothing (the decider's no-op), so a row pointing at an ended session is harmless.
+ *
+ * A sid or user id Postgres cannot store (NUL, unpaired surrogates: storable-text.ts) is stored with
+ * U+FFFD in its place, and a lookup by such a sid finds nothing.
  */
 
 export const IDP_SESSION_PROJECTION = "idp_sessions";
@@ -26,6 +30,8 @@ export function createIdpSessionIndex(db: Kysely<Database>): IdpSessionIndex {
   const idp = withIdp(db);
   return {
     async sessionIdsForIdpSession(idpSessionId) {
+      // A logout token's sid is the IdP's text: Postgres would refuse a query holding a NUL.
+      if (!isStorableText(idpSessionId)) return [];
       const rows = await idp
         .selectFrom("idp_sessions")
         .select(["session_id", "user_id"])
@@ -45,8 +51,8 @@ export function createIdpSessionProjection(db: Kysely<Database>): ProjectionTarg
       if (event.type === "SessionCreated" && event.data.idpSessionId !== undefined) {
         rows.push({
           session_id: event.data.sessionId,
-          idp_session_id: event.data.idpSessionId,
-          user_id: event.data.userId,
+          idp_session_id: toStorableText(event.data.idpSessionId),
+          user_id: toStorableText(event.data.userId),
           created_at: new Date(event.data.createdAt),
         });
       }

@@ -1,12 +1,18 @@
 import { type Kysely, sql } from "kysely";
 import type { ListSessionsQuery, SessionPage, SessionReadModel, SessionStats } from "../../app/ports.ts";
 import { invalidCommand } from "../../domain/errors.ts";
+import { isStorableText } from "../../domain/storable-text.ts";
 import type { Database } from "./schema.ts";
 import { isLive, isOverdue, rowFromDb, SESSION_PROJECTION_NAME } from "./session-columns.ts";
 
 const DAY_MS = 86_400_000;
 
-/** List, stats and sweeps over the `sessions` table that the session projection maintains. */
+/**
+ * List, stats and sweeps over the `sessions` table that the session projection maintains. A user id
+ * Postgres cannot store (storable-text.ts) is never queried: Postgres would answer with an error, and no
+ * row can hold it, so such a lookup finds nothing. (The edge refuses such ids; IdP subjects and other
+ * internal callers are not held to it.)
+ */
 export function createSessionReadModel(
   db: Kysely<Database>,
   options: { projectionName?: string | undefined } = {},
@@ -21,6 +27,9 @@ export function createSessionReadModel(
     },
 
     async listSessions(query: ListSessionsQuery): Promise<SessionPage> {
+      if (query.userId !== undefined && !isStorableText(query.userId)) {
+        return { sessions: [], total: 0, nextCursor: null };
+      }
       const now = new Date(query.now);
       const limit = Math.max(1, Math.floor(query.limit));
       const after = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
@@ -55,6 +64,7 @@ export function createSessionReadModel(
     },
 
     async stats(userId, nowMs): Promise<SessionStats> {
+      if (userId !== undefined && !isStorableText(userId)) return NO_STATS;
       const now = new Date(nowMs);
       const dayStart = new Date(Math.floor(nowMs / DAY_MS) * DAY_MS);
       const dayEnd = new Date(dayStart.getTime() + DAY_MS);
@@ -103,6 +113,7 @@ export function createSessionReadModel(
     },
 
     async activeSessionIds(userId) {
+      if (!isStorableText(userId)) return [];
       const rows = await db
         .selectFrom("sessions")
         .select("id")
@@ -148,6 +159,16 @@ export function createSessionReadModel(
     },
   };
 }
+
+const NO_STATS: SessionStats = {
+  active: 0,
+  expired: 0,
+  invalidated: 0,
+  recycled: 0,
+  total: 0,
+  createdToday: 0,
+  lastActivityAt: null,
+};
 
 /** Rows pruned per statement: bounded transactions, and bounded batches for `beforeDelete`. */
 const PRUNE_CHUNK = 1_000;

@@ -1,5 +1,6 @@
 import { type QueryCreator, sql, type Transaction } from "kysely";
 import type { SessionRow } from "../../app/ports.ts";
+import { toStorableJsonText } from "../../domain/storable-text.ts";
 import { idleTimeoutMs } from "../../projections/session-row.ts";
 import { plainArray, textArray } from "./array-literal.ts";
 import { isoInstant } from "./iso-instant.ts";
@@ -16,6 +17,10 @@ import { SESSION_COLUMNS } from "./session-columns.ts";
  *
  * Building the arrays and running the statement are separate steps so that a rebuild can build them while
  * the previous statement is still running.
+ *
+ * Text the log may hold but Postgres cannot store (NUL, unpaired surrogates) is stored with U+FFFD in its
+ * place, in text columns (textArray) and in jsonb strings and keys (jsonArray): see storable-text.ts. The
+ * live projection and a rebuild both build their rows here, so they store the same.
  */
 
 /** Rows per statement: bounds one statement's size for very large batches. */
@@ -104,13 +109,16 @@ function bareArray(values: readonly (string | number | null)[]): string {
 }
 
 /**
- * textArray of JSON texts, with one escape pass over all of them instead of one per element (half the
- * time for 10,000 small documents). JSON.stringify never writes a raw U+0000 (it escapes control
- * characters), so that character can stand for the element separator until the escaping is done.
+ * textArray of JSON texts (as JSON.stringify writes them), with one escape pass over all of them instead
+ * of one per element (half the time for 10,000 small documents). JSON.stringify never writes a raw U+0000
+ * (it escapes control characters), so that character can stand for the element separator until the
+ * escaping is done. The escapes jsonb refuses (`\u0000`, unpaired surrogates) become U+FFFD in the same
+ * single pass over all of them: one `includes` when there are none.
  */
 export function jsonArray(values: readonly string[]): string {
   if (values.length === 0) return "{}";
-  return `{"${values.join("\u0000").replace(/["\\]/g, "\\$&").replaceAll("\u0000", '","')}"}`;
+  const joined = toStorableJsonText(values.join("\u0000"));
+  return `{"${joined.replace(/["\\]/g, "\\$&").replaceAll("\u0000", '","')}"}`;
 }
 
 /** The SQL type of each column's array, in SESSION_COLUMNS order. */

@@ -4,6 +4,7 @@ import type { ColumnType, Kysely, Updateable } from "kysely";
 import type { UserDirectory, UserRecord } from "../../app/ports.ts";
 import { DomainError } from "../../domain/errors.ts";
 import type { Clock, IdGenerator } from "../../domain/ports.ts";
+import { isStorableText } from "../../domain/storable-text.ts";
 
 /**
  * The user directory on Postgres (or PGlite in embedded mode). Passwords are argon2id hashes with the
@@ -82,10 +83,13 @@ export function createPostgresUserDirectory<DB>(deps: {
   }
 
   async function byId(id: string) {
+    // An IdP webhook's user id is the IdP's text: Postgres would refuse a query holding a NUL.
+    if (!isStorableText(id)) return undefined;
     return db.selectFrom("users").select(publicColumns).where("id", "=", id).executeTakeFirst();
   }
 
   async function update(id: string, changes: Updateable<UsersTable>) {
+    if (!isStorableText(id)) throw userNotFound(id);
     const row = await db
       .updateTable("users")
       .set({ ...changes, updated_at: new Date(deps.clock.now()) })

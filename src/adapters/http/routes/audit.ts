@@ -8,7 +8,8 @@ import { type DomainEventType, SESSION_EVENT_TYPES, USER_EVENT_TYPES } from "../
 import type { AuditRow } from "../../../projections/audit-row.ts";
 import type { Authenticate } from "../authenticate.ts";
 import { accessDenied, HttpProblem, unauthorized } from "../problem.ts";
-import { sessionView, viewFromState } from "../schemas.ts";
+import { sessionView, userIdText, viewFromState } from "../schemas.ts";
+import { storableText } from "../storable-text.ts";
 
 /**
  * GET /v1/audit (admin): the audit read model, filtered by user, session, event type and time range,
@@ -24,11 +25,17 @@ export type AuditRouteDeps = {
 };
 
 const EVENT_TYPES: readonly string[] = [...SESSION_EVENT_TYPES, ...USER_EVENT_TYPES];
-const instant = z.iso.datetime({ offset: true, message: "must be an ISO-8601 date-time" });
+// Years 0001-9999 in UTC: Postgres has no year 0, and an offset can carry 0001 or 9999 past either end.
+const FIRST_INSTANT = Date.parse("0001-01-01T00:00:00.000Z");
+const LAST_INSTANT = Date.parse("9999-12-31T23:59:59.999Z");
+const instant = z.iso.datetime({ offset: true, message: "must be an ISO-8601 date-time" }).refine((value) => {
+  const at = Date.parse(value);
+  return at >= FIRST_INSTANT && at <= LAST_INSTANT;
+}, "must be an ISO-8601 date-time between the years 0001 and 9999 (UTC)");
 
 export const auditQuery = z.strictObject({
-  user_id: z.string().min(1).max(256).optional(),
-  session_id: z.string().min(1).max(64).optional(),
+  user_id: userIdText.optional(),
+  session_id: storableText({ min: 1, max: 64 }).optional(),
   type: z
     .string()
     .max(512)
@@ -137,7 +144,7 @@ export async function asOfResponse(asOf: AsOfQuery, userId: string, asOfParam: s
 export async function requireAdmin(authenticate: Authenticate, request: FastifyRequest) {
   const principal = await authenticate(request);
   if (!principal) throw unauthorized();
-  if (!isAdmin(principal)) throw accessDenied("The audit trail needs admin:sessions");
+  if (!isAdmin(principal)) throw accessDenied("The audit trail needs admin:sessions", "admin:sessions");
   return principal;
 }
 

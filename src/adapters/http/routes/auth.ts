@@ -3,13 +3,17 @@ import { hasZodFastifySchemaValidationErrors, type ZodTypeProvider } from "fasti
 import { z } from "zod";
 import type { AccessTokens } from "../../../app/jwt.ts";
 import { type LoginContext, type LoginService, OAuthError } from "../../../app/login-service.ts";
+import type { RateLimitCounter } from "../../../app/rate-limit-counter.ts";
+import { DependencyUnavailableError } from "../../../app/unavailable.ts";
 import { DomainError } from "../../../domain/errors.ts";
 import type { IdGenerator } from "../../../domain/ports.ts";
 import { requestTraceparent } from "../../otel/http-tracing.ts";
 import { type Authenticate, requestFacts } from "../authenticate.ts";
 import { commandContext } from "../command-context.ts";
+import { acceptFormBodies } from "../form-bodies.ts";
 import { HttpProblem, unauthorized } from "../problem.ts";
 import { type RateLimitSettings, tokenEndpointLimit } from "../rate-limit.ts";
+import { storableText } from "../storable-text.ts";
 
 /**
  * The OAuth 2.0 token endpoint (RFC 6749 §3.2, password and refresh_token grants), logout, and the JWKS.
@@ -23,6 +27,8 @@ export type AuthRouteDeps = {
   authenticate: Authenticate;
   ids: IdGenerator;
   rateLimit: RateLimitSettings;
+  /** Counts the token endpoint's attempts (shared by every instance in distributed mode). */
+  rateLimitCounter: RateLimitCounter;
 };
 
 const tokenRequest = z
@@ -38,7 +44,8 @@ const tokenRequest = z
         "space-separated: sessions:read sessions:write admin:sessions (default: all the roles allow)",
       ),
     refresh_token: z.string().max(4096).optional(),
-    client_id: z.string().min(1).max(256).optional(),
+    // Recorded as the session's client, so it must be storable (storable-text.ts).
+    client_id: storableText({ min: 1, max: 256 }).optional(),
   })
   .nullish();
 
@@ -122,13 +129,17 @@ export function authRoutesPlugin(deps: AuthRouteDeps) {
 }
 
 async function tokenEndpoint(scoped: FastifyInstance, deps: AuthRouteDeps) {
+  // RFC 6749 §4.3.2 / §6: token requests are form-encoded (JSON is accepted too).
+  await acceptFormBodies(scoped);
   scoped.setErrorHandler((error: FastifyError, request, reply) => {
     const { status, body, headers } = oauthFailure(error);
-    if (status >= 500) request.log.error({ err: error }, "token endpoint failed");
+    if (error instanceof DependencyUnavailableError)
+      request.log.warn({ err: error }, "dependency unavailable");
+    else if (status >= 500) request.log.error({ err: error }, "token endpoint failed");
     for (const [name, value] of Object.entries(headers)) reply.header(name, value);
     return sendOAuth(reply, status, body);
   });
-  const limit = tokenEndpointLimit(scoped, deps.rateLimit);
+  const limit = tokenEndpointLimit(deps.rateLimitCounter, deps.rateLimit);
   const app = scoped.withTypeProvider<ZodTypeProvider>();
 
   app.post(
@@ -142,7 +153,13 @@ async function tokenEndpoint(scoped: FastifyInstance, deps: AuthRouteDeps) {
         tags: ["auth"],
         consumes: ["application/x-www-form-urlencoded", "application/json"],
         body: tokenRequest,
-        response: { 200: tokenResponse, 400: oauthError, 409: oauthError, 429: rateLimitedError },
+        response: {
+          200: tokenResponse,
+          400: oauthError,
+          409: oauthError,
+          429: rateLimitedError,
+          503: oauthError,
+        },
       },
       preHandler: async (request) => limit(request),
     },
@@ -232,6 +249,12 @@ function oauthFailure(error: unknown): {
     headers,
   });
   if (error instanceof OAuthError) return fail(400, error.error, error.description);
+  // Password users live in Postgres: while it is away a login is "retry shortly", not a server bug.
+  if (error instanceof DependencyUnavailableError) {
+    return fail(503, "temporarily_unavailable", `The ${error.dependency} is unavailable; retry shortly`, {
+      "retry-after": "1",
+    });
+  }
   if (error instanceof DomainError) {
     switch (error.code) {
       case "invalid_grant":
@@ -243,6 +266,7 @@ function oauthFailure(error: unknown): {
           "retry-after": "1",
         });
       case "invalid_request":
+      case "idempotency_key_reused":
       case "session_not_found":
       case "session_exists":
       case "session_ended":

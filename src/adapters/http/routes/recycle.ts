@@ -7,6 +7,8 @@ import type { IdGenerator } from "../../../domain/ports.ts";
 import type { Authenticate } from "../authenticate.ts";
 import { commandContext } from "../command-context.ts";
 import { accessDenied, HttpProblem, unauthorized } from "../problem.ts";
+import { noBody, noQuery, userIdText } from "../schemas.ts";
+import { storableText } from "../storable-text.ts";
 
 /**
  * Recycling over REST: set a user's claims (which recycles every live session holding other ones, through
@@ -19,8 +21,8 @@ export type RecycleRouteDeps = {
   ids: IdGenerator;
 };
 
-const names = z.array(z.string().min(1).max(128)).max(64);
-const userParams = z.strictObject({ id: z.string().min(1).max(256) });
+const names = z.array(storableText({ min: 1, max: 128 })).max(64);
+const userParams = z.strictObject({ id: userIdText });
 const claimsBody = z.strictObject({ roles: names, groups: names.default([]) });
 const recycledView = z.object({ recycled: z.number(), user_id: z.string() });
 
@@ -32,7 +34,7 @@ export function recycleRoutes(deps: RecycleRouteDeps) {
     async function requireAdmin(request: FastifyRequest): Promise<Principal> {
       const principal = await deps.authenticate(request);
       if (!principal) throw unauthorized();
-      if (!isAdmin(principal)) throw accessDenied("Needs admin:sessions");
+      if (!isAdmin(principal)) throw accessDenied("Needs admin:sessions", "admin:sessions");
       return principal;
     }
 
@@ -74,7 +76,14 @@ export function recycleRoutes(deps: RecycleRouteDeps) {
 
     app.post(
       "/v1/sessions/recycle",
-      { schema: { summary: "Recycle every live session of the caller", response: { 200: recycledView } } },
+      {
+        schema: {
+          summary: "Recycle every live session of the caller",
+          querystring: noQuery,
+          body: noBody,
+          response: { 200: recycledView },
+        },
+      },
       async (request) => {
         const principal = await deps.authenticate(request);
         if (!principal) throw unauthorized();
@@ -85,7 +94,8 @@ export function recycleRoutes(deps: RecycleRouteDeps) {
             "Use POST /v1/users/{id}/recycle to recycle a user's sessions as admin",
           );
         }
-        if (!principal.permissions.has("sessions:write")) throw accessDenied("Needs sessions:write");
+        if (!principal.permissions.has("sessions:write"))
+          throw accessDenied("Needs sessions:write", "sessions:write");
         const recycled = await users.recycleUser(
           principal.userId,
           "recycled",
@@ -101,6 +111,8 @@ export function recycleRoutes(deps: RecycleRouteDeps) {
         schema: {
           summary: "Admin: recycle every live session of a user",
           params: userParams,
+          querystring: noQuery,
+          body: noBody,
           response: { 200: recycledView },
         },
       },

@@ -10,7 +10,7 @@ import type { Authenticate } from "../authenticate.ts";
 import { commandContext } from "../command-context.ts";
 import { accessDenied, HttpProblem, unauthorized } from "../problem.ts";
 import { setReadModelHeaders } from "../read-model-headers.ts";
-import { listQuery, sessionView, viewFromRow } from "../schemas.ts";
+import { listQuery, sessionView, userIdText, viewFromRow } from "../schemas.ts";
 import { asOfResponse, asOfView } from "./audit.ts";
 
 /** Admin routes over one user's sessions (DESIGN §6): list them, or end all of them. */
@@ -25,7 +25,7 @@ export type UserSessionRouteDeps = {
   asOf?: AsOfQuery | undefined;
 };
 
-const userParams = z.strictObject({ id: z.string().min(1).max(256) });
+const userParams = z.strictObject({ id: userIdText });
 const userListQuery = listQuery.omit({ user_id: true }).extend({ as_of: z.string().max(64).optional() });
 
 export function userSessionRoutesPlugin(deps: UserSessionRouteDeps) {
@@ -35,7 +35,7 @@ export function userSessionRoutesPlugin(deps: UserSessionRouteDeps) {
     async function requireAdmin(request: FastifyRequest): Promise<Principal> {
       const principal = await deps.authenticate(request);
       if (!principal) throw unauthorized();
-      if (!isAdmin(principal)) throw accessDenied("This route needs admin:sessions");
+      if (!isAdmin(principal)) throw accessDenied("This route needs admin:sessions", "admin:sessions");
       return principal;
     }
 

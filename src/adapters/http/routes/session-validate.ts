@@ -1,0 +1,144 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { ZodTypeProvider } from "fastify-type-provider-zod";
+import { z } from "zod";
+import type { SessionService } from "../../../app/session-service.ts";
+import type { RequestFacts, Validator } from "../../../app/validator.ts";
+import type { Clock } from "../../../domain/ports.ts";
+import type { ExistingSession } from "../../../domain/session-state.ts";
+import type { ValidationEntry } from "../../../projections/validation-entry.ts";
+import { requestFacts } from "../authenticate.ts";
+import { compiledSerializer } from "../compiled-serializer.ts";
+import { BEARER_CHALLENGE, INVALID_TOKEN_CHALLENGE } from "../problem.ts";
+import { quickValidator } from "../quick-validator.ts";
+import { sessionView, validateBody, viewFromState } from "../schemas.ts";
+
+/**
+ * A gateway's `jwt` next to the token: does the caller's IdP token still agree with the session (same
+ * subject, same roles and groups)? A difference records the change and recycles (see idp-sessions.ts).
+ */
+export type CheckJwtClaims = (
+  entry: ValidationEntry,
+  jwt: string,
+  facts: { ip?: string | undefined; userAgent?: string | undefined },
+) => Promise<{ ok: true } | { ok: false; reason: string }>;
+
+export type ValidateRouteDeps = {
+  service: SessionService;
+  validator: Validator;
+  clock: Clock;
+  checkJwtClaims?: CheckJwtClaims | undefined;
+};
+
+/**
+ * POST /v1/sessions/validate, the most benchmarked route (docs/performance.md "validate-http"): memory
+ * answers synchronously, everything else continues asynchronously. Its own file so that nothing else's
+ * changes pass through it.
+ */
+export function registerValidateRoute(fastify: FastifyInstance, deps: ValidateRouteDeps) {
+  const app = fastify.withTypeProvider<ZodTypeProvider>();
+  const { service, clock } = deps;
+  const view = (session: ExistingSession) => viewFromState(session, clock.now());
+
+  app.post(
+    "/v1/sessions/validate",
+    {
+      serializerCompiler: compiledSerializer,
+      validatorCompiler: quickValidator,
+      schema: {
+        summary: "Is this session token valid now?",
+        body: validateBody,
+        response: {
+          200: z.object({
+            valid: z.literal(true),
+            session: sessionView,
+            user: z.object({
+              id: z.string(),
+              username: z.string(),
+              roles: z.array(z.string()),
+              groups: z.array(z.string()),
+            }),
+          }),
+          401: z.object({ valid: z.literal(false), reason: z.string() }),
+        },
+      },
+    },
+    (request, reply) => {
+      const body = request.body ?? {};
+      const token = body.token ?? bearerOf(request);
+      const facts = {
+        ip: body.client_ip ?? request.ip,
+        userAgent: body.user_agent ?? requestFacts(request).userAgent,
+      };
+      // Memory answers almost every validation, and then this whole request runs synchronously (no
+      // promise per step); anything that needs I/O continues asynchronously.
+      const outcome = token === undefined ? MALFORMED : deps.validator.validateCached(token, facts);
+      if (outcome === undefined) return validateSlowly(token as string, facts, body.jwt, reply);
+      if (!outcome.valid) {
+        refuse(reply, outcome.reason, token !== undefined);
+        return;
+      }
+      if (body.jwt !== undefined) return answerValid(outcome.entry, facts, body.jwt, reply);
+      const session = service.cachedAtLeast(outcome.entry.sessionId, outcome.entry.position);
+      if (session === undefined) return answerValid(outcome.entry, facts, undefined, reply);
+      reply.send(validAnswer(outcome.entry, session));
+    },
+  );
+
+  async function validateSlowly(
+    token: string,
+    facts: RequestFacts,
+    jwt: string | undefined,
+    reply: FastifyReply,
+  ): Promise<void> {
+    const outcome = await deps.validator.validate(token, facts);
+    if (!outcome.valid) {
+      refuse(reply, outcome.reason);
+      return;
+    }
+    await answerValid(outcome.entry, facts, jwt, reply);
+  }
+
+  /** A valid token's answer once the IdP token (if any) agrees and the session's state is at hand. */
+  async function answerValid(
+    entry: ValidationEntry,
+    facts: RequestFacts,
+    jwt: string | undefined,
+    reply: FastifyReply,
+  ): Promise<void> {
+    if (jwt !== undefined) {
+      const verdict = deps.checkJwtClaims
+        ? await deps.checkJwtClaims(entry, jwt, facts)
+        : { ok: false as const, reason: "malformed" };
+      if (!verdict.ok) {
+        refuse(reply, verdict.reason);
+        return;
+      }
+    }
+    const session = await service.getAtLeast(entry.sessionId, entry.position);
+    if (!session) refuse(reply, "not_found");
+    else reply.send(validAnswer(entry, session));
+  }
+
+  const validAnswer = (e: ValidationEntry, session: ExistingSession) => ({
+    valid: true as const,
+    session: view(session),
+    user: { id: e.userId, username: e.username, roles: e.roles, groups: e.groups },
+  });
+}
+
+const refusal = (reason: string) => ({ valid: false as const, reason });
+
+/** Every 401 names its challenge (RFC 9110 §11.6.1); RFC 6750's error only when a token was presented. */
+function refuse(reply: FastifyReply, reason: string, presented = true) {
+  reply
+    .code(401)
+    .header("www-authenticate", presented ? INVALID_TOKEN_CHALLENGE : BEARER_CHALLENGE)
+    .send(refusal(reason));
+}
+const MALFORMED = { valid: false as const, reason: "malformed" };
+
+function bearerOf(request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization;
+  const match = header === undefined ? null : /^Bearer\s+(\S+)\s*$/i.exec(header);
+  return match?.[1];
+}

@@ -1,0 +1,163 @@
+import type { z } from "zod";
+import type { Principal } from "../../app/access.ts";
+import type { CommandContext } from "../../app/command-handler.ts";
+import type { SessionReadModel } from "../../app/ports.ts";
+import type { SessionService } from "../../app/session-service.ts";
+import type { RequestFacts, Validator } from "../../app/validator.ts";
+import type { Clock, IdGenerator } from "../../domain/ports.ts";
+import type { ValidationEntry } from "../../projections/validation-entry.ts";
+import { HttpProblem, unauthorized } from "../http/problem.ts";
+import { createSessionBody, listQuery, renewBody, sessionIdParams, validateBody } from "../http/schemas.ts";
+import { authorizeCreate, createInput } from "../session-ops/create.ts";
+import { createSessionOps } from "../session-ops/operations.ts";
+
+/**
+ * The session operations of REST's `/v1/sessions` routes for the other transports (WebSocket JSON-RPC,
+ * gRPC): the same request shapes (snake_case, the REST zod schemas) and, through ../session-ops, the very
+ * access rules, flows and failures REST runs (HttpProblem / DomainError, which each transport maps to its
+ * own status the way REST maps them to HTTP). A transport only authenticates, decodes and encodes.
+ */
+
+/** Who calls, as a transport saw it. */
+export type RpcCaller = {
+  /** Undefined only for `validate`, which (as on REST) needs no credential of its own. */
+  principal: Principal | undefined;
+  facts: RequestFacts;
+  correlationId: string;
+  source: "ws" | "grpc";
+  traceparent?: string | undefined;
+  /** The Bearer credential the caller presented: `validate` without a token checks it, as REST does. */
+  bearer?: string | undefined;
+};
+
+export type SessionOperationsDeps = {
+  service: SessionService;
+  validator: Validator;
+  readModel: SessionReadModel;
+  clock: Clock;
+  ids: IdGenerator;
+  /** A gateway's IdP `jwt` next to the token (as REST's validate): does it still agree with the session? */
+  checkJwtClaims?:
+    | ((
+        entry: ValidationEntry,
+        jwt: string,
+        facts: RequestFacts,
+      ) => Promise<{ ok: true } | { ok: false; reason: string }>)
+    | undefined;
+};
+
+// REST's body and query schemas; path ids join them as `id`.
+const renewShape = renewBody.unwrap().unwrap().shape;
+export const operationParams = {
+  validate: validateBody,
+  get: sessionIdParams,
+  list: listQuery,
+  renew: sessionIdParams.extend(renewShape),
+  invalidate: sessionIdParams,
+  create: createSessionBody,
+} as const;
+
+export type OperationName = keyof typeof operationParams;
+export type OperationParams<N extends OperationName> = z.output<(typeof operationParams)[N]>;
+
+export function createSessionOperations(deps: SessionOperationsDeps) {
+  const { service, ids } = deps;
+  const ops = createSessionOps(deps);
+  const view = ops.view;
+
+  function requirePrincipal(caller: RpcCaller): Principal {
+    if (!caller.principal) throw unauthorized();
+    return caller.principal;
+  }
+
+  // No Idempotency-Key on these transports, so every command gets a fresh id whatever the operation.
+  function context(caller: RpcCaller, principal: Principal): CommandContext {
+    return {
+      commandId: ids.uuidv7(),
+      correlationId: caller.correlationId,
+      actor: principal.actor,
+      source: caller.source,
+      ip: caller.facts.ip,
+      userAgent: caller.facts.userAgent,
+      traceparent: caller.traceparent,
+    };
+  }
+
+  return {
+    /** POST /v1/sessions/validate: an answer either way ({valid:false, reason} is not a failure). */
+    async validate(caller: RpcCaller, params: OperationParams<"validate">) {
+      const body = params ?? {};
+      const token = body.token ?? caller.bearer;
+      const facts = {
+        ip: body.client_ip ?? caller.facts.ip,
+        userAgent: body.user_agent ?? caller.facts.userAgent,
+      };
+      if (token === undefined) return { valid: false as const, reason: "malformed" };
+      const outcome = await deps.validator.validate(token, facts);
+      if (!outcome.valid) return { valid: false as const, reason: outcome.reason as string };
+      const entry = outcome.entry;
+      if (body.jwt !== undefined) {
+        const verdict = deps.checkJwtClaims
+          ? await deps.checkJwtClaims(entry, body.jwt, facts)
+          : { ok: false as const, reason: "malformed" };
+        if (!verdict.ok) return { valid: false as const, reason: verdict.reason };
+      }
+      const session = await service.getAtLeast(entry.sessionId, entry.position);
+      if (!session) return { valid: false as const, reason: "not_found" };
+      return {
+        valid: true as const,
+        session: view(session),
+        user: { id: entry.userId, username: entry.username, roles: entry.roles, groups: entry.groups },
+      };
+    },
+
+    /** GET /v1/sessions/{id}. */
+    async get(caller: RpcCaller, params: OperationParams<"get">) {
+      return view(await ops.readable(requirePrincipal(caller), params.id));
+    },
+
+    /** GET /v1/sessions; the freshness REST sends as headers is part of the answer. */
+    async list(caller: RpcCaller, params: OperationParams<"list">) {
+      let read_model = { position: 0, behind: 0 };
+      const page = await ops.list(requirePrincipal(caller), params, (freshness) => {
+        read_model = { position: freshness.position, behind: freshness.behind };
+      });
+      return { sessions: page.sessions, total: page.total, next_cursor: page.next_cursor, read_model };
+    },
+
+    /** POST /v1/sessions/{id}/renew. */
+    async renew(caller: RpcCaller, params: OperationParams<"renew">) {
+      const principal = requirePrincipal(caller);
+      return ops.renew(principal, params.id, params.ttl_seconds, () => context(caller, principal));
+    },
+
+    /** DELETE /v1/sessions/{id}: idempotent, an ended session answers with its end reason. */
+    async invalidate(caller: RpcCaller, params: OperationParams<"invalidate">) {
+      const principal = requirePrincipal(caller);
+      return ops.invalidate(principal, params.id, () => context(caller, principal));
+    },
+
+    /** POST /v1/sessions (without Idempotency-Key: these transports have no retry-safe request id). */
+    async create(caller: RpcCaller, params: OperationParams<"create">) {
+      const principal = requirePrincipal(caller);
+      const body = params ?? {};
+      // Sealing needs REST's credential vault; taking them here and dropping them would let a client
+      // believe its upstream secrets were stored.
+      if (body.credentials !== undefined) {
+        throw new HttpProblem(
+          400,
+          "invalid_request",
+          "credentials can only be given over REST (POST /v1/sessions)",
+        );
+      }
+      const self = authorizeCreate(principal, body);
+      const created = await service.create(
+        createInput(principal, self, body, caller.facts.ip, caller.facts.userAgent, undefined, undefined),
+        context(caller, principal),
+      );
+      return { session: view(created.session), token: created.token };
+    },
+  };
+}
+
+export type SessionOperations = ReturnType<typeof createSessionOperations>;
