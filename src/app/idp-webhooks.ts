@@ -1,6 +1,7 @@
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { z } from "zod";
 import type { Clock } from "../domain/ports.ts";
+import { isStorableText, UNSTORABLE_TEXT_MESSAGE } from "../domain/storable-text.ts";
 import type { CommandContext } from "./command-handler.ts";
 import type { ReplayStore } from "./idp-ports.ts";
 import type { UserDirectory } from "./ports.ts";
@@ -57,8 +58,9 @@ export function verifyWebhookSignature(
   return { ok: false, problem: "bad_signature" };
 }
 
-const userId = z.string().min(1).max(256);
-const names = z.array(z.string().min(1).max(128)).max(64);
+// Held to what an event may carry (src/domain/storable-text.ts), like every other edge.
+const userId = z.string().min(1).max(256).refine(isStorableText, UNSTORABLE_TEXT_MESSAGE);
+const names = z.array(z.string().min(1).max(128).refine(isStorableText, UNSTORABLE_TEXT_MESSAGE)).max(64);
 
 export const idpWebhookEvent = z.discriminatedUnion("type", [
   z.object({

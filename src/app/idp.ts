@@ -10,6 +10,7 @@ import {
 } from "jose";
 import type { Claims } from "../domain/events.ts";
 import type { Clock } from "../domain/ports.ts";
+import { isStorableText, UNSTORABLE_TEXT_MESSAGE } from "../domain/storable-text.ts";
 import { normalizeClaims } from "../domain/user-decider.ts";
 
 /**
@@ -140,7 +141,7 @@ export function createIdpVerifier(
         throw new IdpTokenError("invalid", "A logout token is not an access token");
       }
       const subject = payload.sub as string;
-      return {
+      const identity: IdpIdentity = {
         issuer,
         subject,
         username: firstString(payload.preferred_username, payload.email, payload.name) ?? subject,
@@ -152,6 +153,12 @@ export function createIdpVerifier(
         issuedAt: (payload.iat as number) * 1000,
         expiresAt: (payload.exp as number) * 1000,
       };
+      requireStorable("sub", [identity.subject]);
+      requireStorable("username", [identity.username]);
+      requireStorable("sid", [identity.idpSessionId]);
+      requireStorable(settings.rolesClaim, identity.claims.roles);
+      requireStorable(settings.groupsClaim, identity.claims.groups);
+      return identity;
     },
 
     /** Validation of a logout token as OIDC Back-Channel Logout 1.0 §2.6 requires. */
@@ -187,6 +194,8 @@ export function createIdpVerifier(
       }
       const jti = nonEmptyString(payload.jti);
       if (jti === undefined) throw new IdpTokenError("invalid", "logout_token must contain a jti");
+      requireStorable("sub", [subject]);
+      requireStorable("sid", [idpSessionId]);
       return { issuer, subject, idpSessionId, jti, expiresAt: (payload.exp as number) * 1000 };
     },
   };
@@ -214,6 +223,18 @@ function stringList(value: unknown): string[] {
 function firstString(...values: unknown[]): string | undefined {
   for (const value of values) if (typeof value === "string" && value !== "") return value;
   return undefined;
+}
+
+/**
+ * A signed token is still input: its claims reach events and lookups, and text Postgres cannot store
+ * would fail there (src/domain/storable-text.ts). Such a token is refused like any other invalid one.
+ */
+function requireStorable(claim: string, values: ReadonlyArray<string | undefined>): void {
+  for (const value of values) {
+    if (value !== undefined && !isStorableText(value)) {
+      throw new IdpTokenError("invalid", `The token's ${claim} claim ${UNSTORABLE_TEXT_MESSAGE}`);
+    }
+  }
 }
 
 function nonEmptyString(value: unknown): string | undefined {

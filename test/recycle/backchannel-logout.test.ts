@@ -231,6 +231,9 @@ describe("back-channel logout: refused tokens", () => {
         }),
     ],
     ["an access-token typ", () => idp.logoutToken({ sub: "bcl-victim" }, { typ: "at+jwt" })],
+    // Signed, but holding text no lookup or event can carry (src/domain/storable-text.ts).
+    ["a NUL in sid", () => idp.logoutToken({ sub: "bcl-victim", sid: "sid-victim\u0000" })],
+    ["an unpaired surrogate in sub", () => idp.logoutToken({ sub: "bcl-victim\ud800" })],
   ];
 
   it.each(invalid)("refuses %s with 400 and ends nothing", async (_name, make) => {

@@ -114,6 +114,21 @@ describe("IdP access tokens", () => {
     expect((await listOwn(a, wrongAudience)).statusCode).toBe(401);
   });
 
+  it("refuses a signed token whose claims hold text no event can carry, recording nothing", async () => {
+    const before = await a.log.lastPosition();
+    for (const claims of [
+      { sub: "jwt-nul\u0000" },
+      { sub: "jwt-bea", preferred_username: "bea\ud800" },
+      { sub: "jwt-bea", sid: "sid\u0000" },
+      { sub: "jwt-bea", roles: ["viewer", "adm\udc00in"] },
+    ]) {
+      const response = await listOwn(a, await idp.accessToken(claims));
+      expect(response.statusCode, JSON.stringify(claims)).toBe(401);
+      expect(response.json()).toMatchObject({ code: "unauthorized", reason: "malformed" });
+    }
+    expect(await a.log.lastPosition()).toBe(before);
+  });
+
   it("a token with other roles recycles the user's sessions on every instance and answers 401 recycled", async () => {
     const before = await idp.accessToken({
       sub: "jwt-bo",

@@ -190,6 +190,19 @@ describe("IdP webhook signature, timestamp and replay", () => {
     expect((await userEvents("hook-replay")).map((e) => e.type)).toEqual(["UserClaimsChanged"]);
   });
 
+  it("answers 400 to a well-signed event holding text no event can carry, recording nothing", async () => {
+    const before = await settled(a);
+    for (const body of [
+      claimsChanged("hook-nul", ["adm\u0000in"]),
+      claimsChanged("hook-\ud800", ["admin"]),
+    ]) {
+      const response = await deliver(a, { body });
+      expect(response.statusCode, response.body).toBe(400);
+      expect(response.json()).toMatchObject({ code: "invalid_request" });
+    }
+    expect(await a.log.lastPosition()).toBe(before);
+  });
+
   it("answers 400 to a well-signed event it does not know, recording nothing", async () => {
     const before = await settled(a);
     const response = await deliver(a, {
