@@ -223,10 +223,11 @@ describe("tick sources", () => {
     const stop = createSystemTickSource(systemClock).start((second) =>
       fired.push({ second, at: Date.now() }),
     );
-    await eventually(() => fired.length >= 1, 2_500);
+    await eventually(() => fired.length >= 3, 4_500);
     stop();
-    const [first] = fired;
-    expect(first?.second).toBe(Math.floor((first?.at ?? 0) / 1000));
-    expect((first?.at ?? 0) % 1000).toBeLessThan(200);
+    for (const { second, at } of fired) expect(second).toBe(Math.floor(at / 1000));
+    // The best of three: one timer delayed by a busy machine says nothing about the alignment, a source
+    // aligned to something else than the second boundary misses all three.
+    expect(Math.min(...fired.map(({ at }) => at % 1000))).toBeLessThan(200);
   });
 });

@@ -113,7 +113,8 @@ describe("validation replica", () => {
     expect(Object.isFrozen(a?.roles)).toBe(true);
   });
 
-  it("answers at least a million lookups a second", () => {
+  // How fast: the validate-memory benchmark (npm run bench), not a timed test.
+  it("finds every session among ten thousand, looked up two million times", () => {
     const replica = createValidationReplica();
     const ids: string[] = [];
     for (let i = 0; i < 10_000; i++) {
@@ -123,14 +124,9 @@ describe("validation replica", () => {
     }
     const lookups = 2_000_000;
     let found = 0;
-    const started = performance.now();
     for (let i = 0; i < lookups; i++) {
       if (replica.getSession(ids[i % ids.length] as string)) found++;
     }
-    const elapsed = performance.now() - started;
-    const perSecond = (lookups / elapsed) * 1000;
-    console.log(`replica lookups: ${(perSecond / 1e6).toFixed(1)}M/s`);
     expect(found).toBe(lookups);
-    expect(perSecond).toBeGreaterThan(1_000_000);
   });
 });
