@@ -26,6 +26,12 @@ const optionalText = z
   .optional()
   .transform((value) => (value === undefined || value.trim() === "" ? undefined : value.trim()));
 
+/**
+ * The /readyz checks that may take an instance out of rotation (TESSERA_READY_REQUIRES); the others only
+ * make it `degraded`. docs/architecture.md ("Readiness") says why only NATS by default.
+ */
+export const READINESS_CHECKS = ["nats", "database", "projection_lag"] as const;
+
 const environmentSchema = z.object({
   HOST: z.string().min(1).default("127.0.0.1"),
   PORT: envNumber(z.number().int().min(0).max(65535), 8080),
@@ -80,6 +86,13 @@ const environmentSchema = z.object({
   TESSERA_TLS_CA_FILE: optionalText,
   TESSERA_BODY_LIMIT_BYTES: envNumber(z.number().int().min(1024).max(10_485_760), 65_536),
   TESSERA_INSTANCE_ID: optionalText,
+  TESSERA_READY_REQUIRES: z
+    .string()
+    .default("nats")
+    .transform(commaList)
+    .pipe(
+      z.array(z.enum(READINESS_CHECKS, { message: `each must be one of ${READINESS_CHECKS.join(", ")}` })),
+    ),
   TESSERA_CREDENTIALS_KEY: optionalText.pipe(
     z
       .string()
@@ -127,6 +140,8 @@ export type Config = {
   tls: { certFile: string; keyFile: string; caFile: string | undefined } | undefined;
   bodyLimitBytes: number;
   instanceId: string | undefined;
+  /** The /readyz checks whose failure answers 503; the others answer 200 `degraded`. */
+  readyRequires: ReadonlyArray<(typeof READINESS_CHECKS)[number]>;
   logLevel: Environment["LOG_LEVEL"];
   /** Upstream credentials kept for a session's life (docs/credentials.md). */
   credentials: {
@@ -252,6 +267,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
         : undefined,
     bodyLimitBytes: e.TESSERA_BODY_LIMIT_BYTES,
     instanceId: e.TESSERA_INSTANCE_ID,
+    readyRequires: e.TESSERA_READY_REQUIRES,
     logLevel: e.LOG_LEVEL,
     credentials: {
       masterKey:

@@ -34,6 +34,19 @@ describe("configuration from the environment", () => {
     expect(config.mode).toBe("distributed");
   });
 
+  it("reads which readiness checks are required: NATS by default, a comma list, a bad name refused", () => {
+    expect(loadConfig({}).readyRequires).toEqual(["nats"]);
+    expect(loadConfig({ TESSERA_READY_REQUIRES: "nats, database,projection_lag" }).readyRequires).toEqual([
+      "nats",
+      "database",
+      "projection_lag",
+    ]);
+    expect(loadConfig({ TESSERA_READY_REQUIRES: "" }).readyRequires).toEqual([]);
+    expect(problemsOf({ TESSERA_READY_REQUIRES: "nats,postgres" }).join("\n")).toMatch(
+      /TESSERA_READY_REQUIRES.*one of nats, database, projection_lag/,
+    );
+  });
+
   it("treats a blank number (`PORT=` in an env file) as unset, not as 0", () => {
     const config = loadConfig({
       PORT: "",

@@ -120,7 +120,7 @@ export function errorCode(error: unknown): string {
 
 /**
  * One line for /readyz: each projection this instance runs, `ok` or how long it has been failing. A run
- * of failures is reported, never made a readiness failure: the database check already says when Postgres
+ * of failures makes the instance `degraded`, never unready: the database check already says when Postgres
  * is away, and a projection stuck on one batch is stuck for every instance alike (the read model is
  * shared), so taking instances out of the balancer would not help it and would stop validation, which
  * does not need the read model. The lag and the failure metrics are what to alert on.

@@ -319,6 +319,7 @@ export async function startApplication(
         authenticate,
         bodyLimitBytes: config.bodyLimitBytes,
         logLevel: config.logLevel,
+        readyRequires: new Set(config.readyRequires),
         readiness: () =>
           readiness({
             ...{ nc, database, readModel, log },

@@ -7,8 +7,9 @@ import { describeProjectionHealth, type ProjectionHealthState } from "../project
 
 /**
  * What `GET /readyz` reports: the event log's connection, the database, how far projections lag, and how
- * the projections this instance runs are faring (`projections`: reported, never a readiness failure —
- * see describeProjectionHealth).
+ * the projections this instance runs are faring (`projections`: never required, so a failing one makes
+ * the instance `degraded`, not unready — see describeProjectionHealth). Which checks are required is the
+ * route's business (TESSERA_READY_REQUIRES).
  */
 export async function readiness(deps: {
   nc: NatsConnection | undefined;
@@ -38,9 +39,11 @@ export async function readiness(deps: {
     };
   }
   if (deps.projections) {
+    const states = deps.projections.states();
     checks.projections = {
-      ok: true,
-      detail: describeProjectionHealth(deps.projections.states(), deps.projections.now()),
+      // Never required (see describeProjectionHealth): a failing projection makes the instance degraded.
+      ok: states.every((state) => state.consecutiveFailures === 0),
+      detail: describeProjectionHealth(states, deps.projections.now()),
     };
   }
   return checks;
