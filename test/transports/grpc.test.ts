@@ -16,7 +16,14 @@ import { sessionsServiceDefinition } from "../../src/adapters/grpc/server.ts";
 import { ConfigError, loadConfig } from "../../src/config.ts";
 import type { Tessera } from "../../src/main.ts";
 import { freePort } from "../support/ports.ts";
-import { ADMIN_KEY, adminHeaders, startEmbedded } from "../support/tessera.ts";
+import {
+  connectNats,
+  createTestDatabase,
+  removeNatsPrefix,
+  type TestDatabase,
+  uniquePrefix,
+} from "../support/services.ts";
+import { ADMIN_KEY, adminHeaders, bearer, startDistributed, startEmbedded } from "../support/tessera.ts";
 
 /** `tessera.v1.Sessions` over gRPC against a real instance: REST's operations, rules and problems. */
 
@@ -39,13 +46,14 @@ function client(port: number, channel: ChannelCredentials = credentials.createIn
   const call = (
     method: string,
     request: Message,
-    auth?: { token?: string; adminKey?: string },
+    auth?: { token?: string; adminKey?: string; idempotencyKey?: string },
     deadlineMs = 5_000,
   ) =>
     new Promise<Message>((resolve, reject) => {
       const metadata = new Metadata();
       if (auth?.token) metadata.set("authorization", `Bearer ${auth.token}`);
       if (auth?.adminKey) metadata.set("x-admin-key", auth.adminKey);
+      if (auth?.idempotencyKey !== undefined) metadata.set("idempotency-key", auth.idempotencyKey);
       (stub[method] as Unary).call(
         stub,
         request,
@@ -242,5 +250,166 @@ describe("gRPC configuration", () => {
       await tessera.close();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+/** SessionCreated events of `userId` appended after `after` (touches and other users' events aside). */
+async function createdSince(on: Tessera, after: number, userId: string): Promise<number> {
+  let count = 0;
+  const last = await on.log.lastPosition();
+  for (let position = after + 1; position <= last; position++) {
+    const event = await on.log.readAt(position);
+    if (event?.type === "SessionCreated" && event.data.userId === userId) count++;
+  }
+  return count;
+}
+
+async function sessionOf(on: Tessera, id: string) {
+  const response = await on.app.inject({ method: "GET", url: `/v1/sessions/${id}`, headers: adminHeaders });
+  expect(response.statusCode, response.body).toBe(200);
+  return response.json() as { status: string; end_reason: string | null };
+}
+
+describe("gRPC retry-safe Create and RevokeAll, two instances on NATS and Postgres", () => {
+  const instances: Tessera[] = [];
+  const clients: Array<ReturnType<typeof client>> = [];
+  let database: TestDatabase | undefined;
+  let nc: Awaited<ReturnType<typeof connectNats>> | undefined;
+  const prefix = uniquePrefix("grpc-parity");
+  let a: Tessera;
+  let onA: ReturnType<typeof client>;
+  let onB: ReturnType<typeof client>;
+
+  beforeAll(async () => {
+    nc = await connectNats();
+    database = await createTestDatabase();
+    // startPair gives both instances one env; each needs a gRPC port of its own.
+    for (let i = 0; i < 2; i++) {
+      const port = await freePort();
+      instances.push(
+        await startDistributed({
+          prefix,
+          databaseUrl: database.url,
+          env: { TESSERA_GRPC_PORT: String(port) },
+        }),
+      );
+      clients.push(client(port));
+    }
+    [a] = instances as [Tessera];
+    [onA, onB] = clients as [ReturnType<typeof client>, ReturnType<typeof client>];
+  });
+  afterAll(async () => {
+    for (const rpc of clients) rpc.close();
+    for (const instance of instances) await instance.close();
+    if (nc) {
+      await removeNatsPrefix(nc, prefix);
+      await nc.close();
+    }
+    await database?.drop();
+  });
+
+  it("a Create retried with the same idempotency-key returns the same session and token, once in the log", async () => {
+    const ann = await create(a, "gi-ann");
+    const before = await a.log.lastPosition();
+    const request = { client: "retry", metadata_json: '{"a":1,"b":[1,2]}' };
+    const auth = { token: ann.token, idempotencyKey: "grpc-create-1" };
+
+    const first = await onA.call("Create", request, auth);
+    expect(first).toMatchObject({ idempotent_replayed: false, session: { user_id: "gi-ann" } });
+    const retry = await onB.call("Create", { ...request, metadata_json: '{"b":[1,2],"a":1}' }, auth);
+    expect(retry.session?.id).toBe(first.session?.id);
+    expect(retry.token).toBe(first.token);
+    expect(retry.idempotent_replayed).toBe(true);
+    // Scoped as REST scopes Idempotency-Key (caller and operation): the same key over REST finds it too.
+    const overRest = await a.app.inject({
+      method: "POST",
+      url: "/v1/sessions",
+      headers: { ...bearer(ann.token), "idempotency-key": "grpc-create-1" },
+      payload: { client: "retry", metadata: { a: 1, b: [1, 2] } },
+    });
+    expect(overRest.statusCode, overRest.body).toBe(201);
+    expect(overRest.json()).toMatchObject({ session: { id: first.session?.id } });
+    expect(await createdSince(a, before, "gi-ann")).toBe(1);
+
+    // Another user's identical key and request is another caller's: a session of its own.
+    const ben = await create(a, "gi-ben");
+    const bens = await onA.call("Create", request, { token: ben.token, idempotencyKey: "grpc-create-1" });
+    expect(bens).toMatchObject({ idempotent_replayed: false, session: { user_id: "gi-ben" } });
+    expect(bens.session?.id).not.toBe(first.session?.id);
+    // Without the metadata every Create is a new session, as without the header on REST.
+    const plain = await onA.call("Create", request, { token: ann.token });
+    expect(plain.session?.id).not.toBe(first.session?.id);
+  });
+
+  it("the same idempotency-key with another request is FAILED_PRECONDITION idempotency_key_reused", async () => {
+    const cat = await create(a, "gi-cat");
+    const auth = { token: cat.token, idempotencyKey: "grpc-reuse" };
+    await onA.call("Create", { client: "one" }, auth);
+    const after = await a.log.lastPosition();
+    for (const rpc of [onA, onB]) {
+      const refused = await failure(rpc.call("Create", { client: "two" }, auth));
+      expect(refused.code).toBe(status.FAILED_PRECONDITION);
+      expect(refused.metadata.get("tessera-code")).toEqual(["idempotency_key_reused"]);
+      expect(problemOf(refused)).toMatchObject({ status: 422, code: "idempotency_key_reused" });
+    }
+    expect(await createdSince(a, after, "gi-cat")).toBe(0);
+
+    // REST's rule for the key, checked once access is decided (a bad key never outranks 403).
+    const malformed = await failure(
+      onA.call("Create", {}, { token: cat.token, idempotencyKey: "two words" }),
+    );
+    expect(malformed.code).toBe(status.INVALID_ARGUMENT);
+    expect(problemOf(malformed)).toMatchObject({ code: "invalid_request" });
+    const forbidden = await failure(
+      onA.call("Create", { roles: ["admin"] }, { token: cat.token, idempotencyKey: "two words" }),
+    );
+    expect(forbidden.code).toBe(status.PERMISSION_DENIED);
+  });
+
+  it("RevokeAll ends the caller's own sessions, and another user's only for admins", async () => {
+    const dan = await create(a, "gi-dan");
+    const dan2 = await create(a, "gi-dan");
+    const eve = await create(a, "gi-eve");
+    const eve2 = await create(a, "gi-eve");
+
+    // A user token cannot end someone else's sessions.
+    const foreign = await failure(onA.call("RevokeAll", { user_id: "gi-eve" }, { token: dan.token }));
+    expect(foreign.code).toBe(status.PERMISSION_DENIED);
+    expect(problemOf(foreign)).toMatchObject({ status: 403, code: "access_denied" });
+    expect((await sessionOf(a, eve.session.id)).status).toBe("active");
+
+    // Its own, keeping the calling one; then the last one too (naming itself is the same).
+    expect(await onB.call("RevokeAll", { except: "current" }, { token: dan.token })).toEqual({
+      count: 1,
+      user_id: "gi-dan",
+    });
+    expect(await sessionOf(a, dan2.session.id)).toMatchObject({
+      status: "invalidated",
+      end_reason: "revoke_all",
+    });
+    expect(await onB.call("RevokeAll", { user_id: "gi-dan" }, { token: dan.token })).toEqual({
+      count: 1,
+      user_id: "gi-dan",
+    });
+    expect((await sessionOf(a, dan.session.id)).end_reason).toBe("revoke_all");
+
+    // An admin ends another user's sessions, with REST's admin reason.
+    const admin = await create(a, "gi-admin", ["admin"]);
+    expect(await onA.call("RevokeAll", { user_id: "gi-eve" }, { token: admin.token })).toEqual({
+      count: 2,
+      user_id: "gi-eve",
+    });
+    for (const ended of [eve, eve2]) {
+      expect(await sessionOf(a, ended.session.id)).toMatchObject({ end_reason: "revoked_by_admin" });
+      const { events } = await a.log.readStream({ category: "session", id: ended.session.id });
+      expect(events.at(-1)).toMatchObject({ type: "SessionInvalidated", metadata: { source: "grpc" } });
+    }
+    expect((await sessionOf(a, admin.session.id)).status).toBe("active");
+
+    // The admin key names the user.
+    const unnamed = await failure(onA.call("RevokeAll", {}, { adminKey: ADMIN_KEY }));
+    expect(unnamed.code).toBe(status.INVALID_ARGUMENT);
+    const bad = await failure(onA.call("RevokeAll", { except: "all" }, { token: admin.token }));
+    expect(bad.code).toBe(status.INVALID_ARGUMENT);
   });
 });

@@ -259,3 +259,152 @@ describe("WebSocket across instances", () => {
     expect(elapsed).toBeLessThan(1_000);
   });
 });
+
+/** SessionCreated events of `userId` appended after `after` (touches and other users' events aside). */
+async function createdSince(on: Tessera, after: number, userId: string): Promise<number> {
+  let count = 0;
+  const last = await on.log.lastPosition();
+  for (let position = after + 1; position <= last; position++) {
+    const event = await on.log.readAt(position);
+    if (event?.type === "SessionCreated" && event.data.userId === userId) count++;
+  }
+  return count;
+}
+
+async function sessionOf(on: Tessera, id: string) {
+  const response = await on.app.inject({ method: "GET", url: `/v1/sessions/${id}`, headers: adminHeaders });
+  expect(response.statusCode, response.body).toBe(200);
+  return response.json() as { status: string; end_reason: string | null };
+}
+
+describe("WebSocket retry-safe create and revoke-all, two instances on NATS and Postgres", () => {
+  let pair: Pair;
+  let urlA: string;
+  let urlB: string;
+  const open: RpcSocket[] = [];
+  const connectTo = async (url: string, headers: Record<string, string>) => {
+    const rpc = await connect(url, { headers });
+    open.push(rpc);
+    return rpc;
+  };
+
+  beforeAll(async () => {
+    pair = await startPair("ws-parity");
+    urlA = await listen(pair.a);
+    urlB = await listen(pair.b);
+  });
+  afterAll(async () => {
+    for (const rpc of open) rpc.socket.terminate();
+    await pair?.close();
+  });
+
+  it("a create retried with the same idempotency_key returns the same session and token, once in the log", async () => {
+    const ann = await create(pair.a, "wsi-ann");
+    const onA = await connectTo(urlA, bearer(ann.token));
+    const onB = await connectTo(urlB, bearer(ann.token));
+    const before = await pair.a.log.lastPosition();
+    const params = { client: "retry", metadata: { a: 1, b: [1, 2] }, idempotency_key: "ws-create-1" };
+
+    const first = await onA.call("sessions.create", params);
+    expect(first.result).toMatchObject({ idempotent_replayed: false, session: { user_id: "wsi-ann" } });
+    // Over the other instance, with the metadata serialised in another key order: the same request.
+    const retry = await onB.call("sessions.create", { ...params, metadata: { b: [1, 2], a: 1 } });
+    expect(retry.result?.session?.id).toBe(first.result?.session?.id);
+    expect(retry.result?.token).toBe(first.result?.token);
+    expect(retry.result?.idempotent_replayed).toBe(true);
+    // Scoped as REST scopes Idempotency-Key (caller and operation): the same key over REST finds it too.
+    const overRest = await pair.b.app.inject({
+      method: "POST",
+      url: "/v1/sessions",
+      headers: { ...bearer(ann.token), "idempotency-key": "ws-create-1" },
+      payload: { client: "retry", metadata: { a: 1, b: [1, 2] } },
+    });
+    expect(overRest.statusCode, overRest.body).toBe(201);
+    expect(overRest.json()).toMatchObject({ session: { id: first.result?.session?.id } });
+    expect(overRest.headers["idempotent-replayed"]).toBe("true");
+    expect(await createdSince(pair.a, before, "wsi-ann")).toBe(1);
+
+    // Another user's identical key and request is another caller's: a session of its own.
+    const ben = await create(pair.a, "wsi-ben");
+    const asBen = await connectTo(urlA, bearer(ben.token));
+    const bens = await asBen.call("sessions.create", params);
+    expect(bens.result).toMatchObject({ idempotent_replayed: false, session: { user_id: "wsi-ben" } });
+    expect(bens.result?.session?.id).not.toBe(first.result?.session?.id);
+  });
+
+  it("the same idempotency_key with another request is 422 idempotency_key_reused and appends nothing", async () => {
+    const cat = await create(pair.a, "wsi-cat");
+    const onA = await connectTo(urlA, bearer(cat.token));
+    const onB = await connectTo(urlB, bearer(cat.token));
+    const first = await onA.call("sessions.create", { client: "one", idempotency_key: "ws-reuse" });
+    expect(first.result?.session).toMatchObject({ client: "one" });
+    const after = await pair.a.log.lastPosition();
+    for (const rpc of [onA, onB]) {
+      const refused = await rpc.call("sessions.create", { client: "two", idempotency_key: "ws-reuse" });
+      expect(refused.error).toMatchObject({
+        code: 422,
+        data: { status: 422, code: "idempotency_key_reused" },
+      });
+      expect(JSON.stringify(refused)).not.toContain("tss_");
+    }
+    expect(await createdSince(pair.a, after, "wsi-cat")).toBe(0);
+
+    // REST's rule for the key, checked once access is decided (as on REST: a bad key never outranks 403).
+    const malformed = await onA.call("sessions.create", { idempotency_key: "two words" });
+    expect(malformed.error).toMatchObject({
+      code: -32602,
+      data: { code: "invalid_request", detail: "idempotency_key must be 1-255 visible ASCII characters" },
+    });
+    const tooLong = await onA.call("sessions.create", { idempotency_key: "k".repeat(256) });
+    expect(tooLong.error?.code).toBe(-32602);
+    const forbidden = await onA.call("sessions.create", { roles: ["admin"], idempotency_key: "two words" });
+    expect(forbidden.error).toMatchObject({ code: 403, data: { code: "access_denied" } });
+  });
+
+  it("revoke_all ends the caller's own sessions, and another user's only for admins", async () => {
+    const dan = await create(pair.a, "wsi-dan");
+    const dan2 = await create(pair.b, "wsi-dan");
+    const dan3 = await create(pair.a, "wsi-dan");
+    const eve = await create(pair.a, "wsi-eve");
+    const eve2 = await create(pair.b, "wsi-eve");
+    const asDan = await connectTo(urlA, bearer(dan.token));
+
+    // A user token cannot end someone else's sessions (REST: 403 on DELETE /v1/users/{id}/sessions).
+    const foreign = await asDan.call("sessions.revoke_all", { user_id: "wsi-eve" });
+    expect(foreign.error).toMatchObject({ code: 403, data: { code: "access_denied" } });
+    expect((await sessionOf(pair.b, eve.session.id)).status).toBe("active");
+
+    // Its own, keeping the calling one (REST: DELETE /v1/sessions?except=current).
+    const own = await asDan.call("sessions.revoke_all", { except: "current" });
+    expect(own.result).toEqual({ count: 2, user_id: "wsi-dan" });
+    for (const ended of [dan2, dan3]) {
+      expect(await sessionOf(pair.b, ended.session.id)).toMatchObject({
+        status: "invalidated",
+        end_reason: "revoke_all",
+      });
+    }
+    expect((await asDan.call("sessions.get", { id: dan.session.id })).result).toMatchObject({
+      status: "active",
+    });
+
+    // An admin ends another user's sessions, with REST's admin reason and the transport in the audit trail.
+    const admin = await create(pair.b, "wsi-admin", ["admin"]);
+    const asAdmin = await connectTo(urlB, bearer(admin.token));
+    const theirs = await asAdmin.call("sessions.revoke_all", { user_id: "wsi-eve" });
+    expect(theirs.result).toEqual({ count: 2, user_id: "wsi-eve" });
+    for (const ended of [eve, eve2]) {
+      expect(await sessionOf(pair.a, ended.session.id)).toMatchObject({ end_reason: "revoked_by_admin" });
+      const { events } = await pair.a.log.readStream({ category: "session", id: ended.session.id });
+      expect(events.at(-1)).toMatchObject({ type: "SessionInvalidated", metadata: { source: "ws" } });
+    }
+    expect((await sessionOf(pair.a, admin.session.id)).status).toBe("active");
+
+    // The admin key has no sessions of its own: it names the user, and that user's sockets close.
+    const asKey = await connectTo(urlA, adminHeaders);
+    const unnamed = await asKey.call("sessions.revoke_all", {});
+    expect(unnamed.error).toMatchObject({ code: -32602, data: { code: "invalid_request" } });
+    const last = await asKey.call("sessions.revoke_all", { user_id: "wsi-dan" });
+    expect(last.result).toEqual({ count: 1, user_id: "wsi-dan" });
+    expect((await asDan.closed).code).toBe(4401);
+  });
+});

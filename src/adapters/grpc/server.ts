@@ -73,7 +73,11 @@ export async function startGrpcServer(deps: GrpcServerDeps): Promise<GrpcServer>
       name: N,
       fields: readonly string[],
       encode: (result: Awaited<ReturnType<SessionOperations[N]>>) => Message,
-      options: { anonymous?: boolean } = {},
+      options: {
+        anonymous?: boolean;
+        /** Params read from the call's metadata (REST's headers): metadata name → param name. */
+        metadataParams?: Readonly<Record<string, string>>;
+      } = {},
     ): Handler =>
     (call, callback) => {
       const caller = callerOf(call);
@@ -87,7 +91,10 @@ export async function startGrpcServer(deps: GrpcServerDeps): Promise<GrpcServer>
         });
 
       async function run(): Promise<Message> {
-        const params = operationParams[name].parse(restParams(call.request, fields));
+        const params = operationParams[name].parse({
+          ...restParams(call.request, fields),
+          ...metadataParams(call, options.metadataParams),
+        });
         if (!options.anonymous) {
           caller.principal = await deps.authenticate(requestOf(call, caller));
           if (!caller.principal) throw unauthorized();
@@ -134,8 +141,18 @@ export async function startGrpcServer(deps: GrpcServerDeps): Promise<GrpcServer>
         "metadata_json",
         "client",
       ],
-      (created) => ({ session: sessionMessage(created.session), token: created.token }),
+      (created) => ({
+        session: sessionMessage(created.session),
+        token: created.token,
+        idempotent_replayed: created.idempotent_replayed,
+      }),
+      // gRPC's headers: a retried Create carries REST's Idempotency-Key as `idempotency-key` metadata.
+      { metadataParams: { "idempotency-key": "idempotency_key" } },
     ),
+    RevokeAll: unary("revokeAll", ["user_id", "except"], (revoked) => ({
+      count: revoked.count,
+      user_id: revoked.user_id,
+    })),
   };
   server.addService(sessionsServiceDefinition(), implementation);
 
@@ -197,6 +214,22 @@ function requestOf(call: ServerUnaryCall<Message, Message>, caller: RpcCaller): 
     if (value !== undefined) headers[name] = value;
   }
   return { headers, ip: caller.facts.ip } as unknown as FastifyRequest;
+}
+
+/**
+ * The params an operation reads from metadata. A name given more than once is folded as HTTP folds a
+ * repeated header (", "-joined), which no key's rule accepts: refused, as REST refuses it.
+ */
+function metadataParams(
+  call: ServerUnaryCall<Message, Message>,
+  names: Readonly<Record<string, string>> | undefined,
+): Message {
+  const params: Message = {};
+  for (const [name, param] of Object.entries(names ?? {})) {
+    const values = call.metadata.get(name).map((value) => value.toString());
+    if (values.length > 0) params[param] = values.join(", ");
+  }
+  return params;
 }
 
 function firstString(values: Array<string | Buffer>): string | undefined {

@@ -1,5 +1,5 @@
-import type { z } from "zod";
-import type { Principal } from "../../app/access.ts";
+import { z } from "zod";
+import { isAdmin, type Principal } from "../../app/access.ts";
 import type { CommandContext } from "../../app/command-handler.ts";
 import type { SessionReadModel } from "../../app/ports.ts";
 import type { SessionService } from "../../app/session-service.ts";
@@ -7,8 +7,21 @@ import type { RequestFacts, Validator } from "../../app/validator.ts";
 import type { Clock, IdGenerator } from "../../domain/ports.ts";
 import type { ValidationEntry } from "../../projections/validation-entry.ts";
 import { HttpProblem, unauthorized } from "../http/problem.ts";
-import { createSessionBody, listQuery, renewBody, sessionIdParams, validateBody } from "../http/schemas.ts";
+import {
+  createSessionBody,
+  listQuery,
+  renewBody,
+  revokeAllQuery,
+  sessionIdParams,
+  userIdText,
+  validateBody,
+} from "../http/schemas.ts";
 import { authorizeCreate, createInput } from "../session-ops/create.ts";
+import {
+  CREATE_OPERATION,
+  checkedIdempotencyKey,
+  idempotentCommandId,
+} from "../session-ops/idempotency-key.ts";
 import { createSessionOps } from "../session-ops/operations.ts";
 
 /**
@@ -46,15 +59,20 @@ export type SessionOperationsDeps = {
     | undefined;
 };
 
-// REST's body and query schemas; path ids join them as `id`.
+// REST's body and query schemas; path ids join them as `id`, REST's headers join them under their own
+// names: create's Idempotency-Key is `idempotency_key` (its rule is checked once access is decided, as on
+// REST). revokeAll is DELETE /v1/sessions (`except`) and, with another user's `user_id`, DELETE
+// /v1/users/{id}/sessions.
 const renewShape = renewBody.unwrap().unwrap().shape;
+const createShape = createSessionBody.unwrap().unwrap().shape;
 export const operationParams = {
   validate: validateBody,
   get: sessionIdParams,
   list: listQuery,
   renew: sessionIdParams.extend(renewShape),
   invalidate: sessionIdParams,
-  create: createSessionBody,
+  create: z.strictObject({ ...createShape, idempotency_key: z.string().optional() }).nullish(),
+  revokeAll: revokeAllQuery.extend({ user_id: userIdText.optional() }).nullish(),
 } as const;
 
 export type OperationName = keyof typeof operationParams;
@@ -70,10 +88,18 @@ export function createSessionOperations(deps: SessionOperationsDeps) {
     return caller.principal;
   }
 
-  // No Idempotency-Key on these transports, so every command gets a fresh id whatever the operation.
-  function context(caller: RpcCaller, principal: Principal): CommandContext {
+  /** A fresh command id, or with a key the one REST derives for the same caller, operation and key. */
+  function context(
+    caller: RpcCaller,
+    principal: Principal,
+    keyed?: { operation: string; key: string | undefined },
+  ): CommandContext {
+    const key = keyed?.key;
     return {
-      commandId: ids.uuidv7(),
+      commandId:
+        keyed === undefined || key === undefined
+          ? ids.uuidv7()
+          : idempotentCommandId(principal, keyed.operation, key),
       correlationId: caller.correlationId,
       actor: principal.actor,
       source: caller.source,
@@ -137,10 +163,14 @@ export function createSessionOperations(deps: SessionOperationsDeps) {
       return ops.invalidate(principal, params.id, () => context(caller, principal));
     },
 
-    /** POST /v1/sessions (without Idempotency-Key: these transports have no retry-safe request id). */
+    /**
+     * POST /v1/sessions, with `idempotency_key` as its Idempotency-Key: scoped as REST scopes it (the
+     * caller's user or the admin key, and the operation), so a retry over any transport finds the
+     * original; `idempotent_replayed` is REST's Idempotent-Replayed header.
+     */
     async create(caller: RpcCaller, params: OperationParams<"create">) {
       const principal = requirePrincipal(caller);
-      const body = params ?? {};
+      const { idempotency_key: rawKey, ...body } = params ?? {};
       // Sealing needs REST's credential vault; taking them here and dropping them would let a client
       // believe its upstream secrets were stored.
       if (body.credentials !== undefined) {
@@ -151,11 +181,37 @@ export function createSessionOperations(deps: SessionOperationsDeps) {
         );
       }
       const self = authorizeCreate(principal, body);
-      const created = await service.create(
-        createInput(principal, self, body, caller.facts.ip, caller.facts.userAgent, undefined, undefined),
-        context(caller, principal),
+      // After the access decision, as on REST: a malformed key never outranks a 403.
+      const key = checkedIdempotencyKey(
+        rawKey,
+        caller.source === "grpc" ? "The idempotency-key metadata" : "idempotency_key",
       );
-      return { session: view(created.session), token: created.token };
+      const created = await service.create(
+        createInput(principal, self, body, caller.facts.ip, caller.facts.userAgent, key, undefined),
+        context(caller, principal, { operation: CREATE_OPERATION, key }),
+      );
+      return { session: view(created.session), token: created.token, idempotent_replayed: created.replayed };
+    },
+
+    /**
+     * Ends all of a user's sessions: the caller's own (DELETE /v1/sessions, `except: "current"` keeps the
+     * calling one), or with another user's `user_id` that user's, for admins only (DELETE
+     * /v1/users/{id}/sessions). Naming oneself is the former, so a user token never needs admin rights.
+     */
+    async revokeAll(caller: RpcCaller, params: OperationParams<"revokeAll">) {
+      const principal = requirePrincipal(caller);
+      const { user_id: userId, except } = params ?? {};
+      if (principal.kind === "user" && (userId === undefined || userId === principal.userId)) {
+        return ops.revokeAll(principal, except === "current", () => context(caller, principal));
+      }
+      if (userId === undefined) {
+        throw new HttpProblem(400, "invalid_request", "user_id is required with x-admin-key");
+      }
+      // Only a caller that may act on another user gets to hear that `except` does not apply there.
+      if (except !== undefined && isAdmin(principal)) {
+        throw new HttpProblem(400, "invalid_request", "except applies to the caller's own sessions only");
+      }
+      return ops.revokeUser(principal, userId, () => context(caller, principal));
     },
   };
 }

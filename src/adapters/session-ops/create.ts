@@ -1,9 +1,9 @@
 import type { z } from "zod";
 import { isAdmin, type Principal } from "../../app/access.ts";
 import type { CreateSessionInput } from "../../app/session-service.ts";
-import { principalKey } from "../http/command-context.ts";
 import { accessDenied, HttpProblem } from "../http/problem.ts";
 import type { createSessionBody } from "../http/schemas.ts";
+import { principalKey } from "./idempotency-key.ts";
 
 /**
  * Who a new session belongs to and what it may carry, for every transport. Split in two around the

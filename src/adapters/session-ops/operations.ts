@@ -130,6 +130,16 @@ export function createSessionOps(deps: SessionOpsDeps) {
       const count = await service.revokeAll(principal.userId, "revoke_all", except, contextFor("revoke-all"));
       return { count, user_id: principal.userId };
     },
+
+    /** Ends every session of `userId` as an admin (REST's DELETE /v1/users/{id}/sessions). */
+    async revokeUser(principal: Principal, userId: string, contextFor: ContextFor) {
+      if (!isAdmin(principal)) {
+        throw accessDenied("Revoking another user's sessions needs admin:sessions", "admin:sessions");
+      }
+      const context = contextFor(`revoke-user:${userId}`);
+      const count = await service.revokeAll(userId, "revoked_by_admin", undefined, context);
+      return { count, user_id: userId };
+    },
   };
 }
 

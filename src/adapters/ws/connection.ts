@@ -63,6 +63,7 @@ const METHODS: Record<string, OperationName> = {
   "sessions.renew": "renew",
   "sessions.invalidate": "invalidate",
   "sessions.create": "create",
+  "sessions.revoke_all": "revokeAll",
 };
 
 export type ConnectionDeps = {

@@ -9,6 +9,7 @@ import { statsFor } from "../../../app/session-stats.ts";
 import type { Validator } from "../../../app/validator.ts";
 import type { Clock, IdGenerator } from "../../../domain/ports.ts";
 import { authorizeCreate, createInput } from "../../session-ops/create.ts";
+import { CREATE_OPERATION } from "../../session-ops/idempotency-key.ts";
 import { type ContextFor, createSessionOps } from "../../session-ops/operations.ts";
 import type { Authenticate } from "../authenticate.ts";
 import { requestFacts } from "../authenticate.ts";
@@ -123,7 +124,7 @@ export function registerSessionRoutes(fastify: FastifyInstance, deps: SessionRou
           idempotencyKeyOf(request),
           sealCredentials,
         ),
-        commandContext(request, principal, ids, "create-session"),
+        commandContext(request, principal, ids, CREATE_OPERATION),
       );
       if (created.replayed) reply.header("idempotent-replayed", "true");
       reply.header("location", `/v1/sessions/${created.session.sessionId}`);

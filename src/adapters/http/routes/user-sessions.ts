@@ -6,6 +6,7 @@ import type { AsOfQuery } from "../../../app/as-of-query.ts";
 import type { SessionReadModel } from "../../../app/ports.ts";
 import type { SessionService } from "../../../app/session-service.ts";
 import type { Clock, IdGenerator } from "../../../domain/ports.ts";
+import { createSessionOps } from "../../session-ops/operations.ts";
 import type { Authenticate } from "../authenticate.ts";
 import { commandContext } from "../command-context.ts";
 import { accessDenied, HttpProblem, unauthorized } from "../problem.ts";
@@ -31,6 +32,8 @@ const userListQuery = listQuery.omit({ user_id: true }).extend({ as_of: z.string
 export function userSessionRoutesPlugin(deps: UserSessionRouteDeps) {
   return async (fastify: FastifyInstance) => {
     const app = fastify.withTypeProvider<ZodTypeProvider>();
+    // Revoking a user's sessions is shared with the other transports (WebSocket, gRPC).
+    const ops = createSessionOps(deps);
 
     async function requireAdmin(request: FastifyRequest): Promise<Principal> {
       const principal = await deps.authenticate(request);
@@ -97,14 +100,9 @@ export function userSessionRoutesPlugin(deps: UserSessionRouteDeps) {
       },
       async (request) => {
         const principal = await requireAdmin(request);
-        const userId = request.params.id;
-        const count = await deps.service.revokeAll(
-          userId,
-          "revoked_by_admin",
-          undefined,
-          commandContext(request, principal, deps.ids, `revoke-user:${userId}`),
+        return ops.revokeUser(principal, request.params.id, (operation) =>
+          commandContext(request, principal, deps.ids, operation),
         );
-        return { count, user_id: userId };
       },
     );
   };
