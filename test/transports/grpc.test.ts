@@ -24,6 +24,7 @@ import {
   uniquePrefix,
 } from "../support/services.ts";
 import { ADMIN_KEY, adminHeaders, bearer, startDistributed, startEmbedded } from "../support/tessera.ts";
+import { createdSince, sessionOf } from "./transport-checks.ts";
 
 /** `tessera.v1.Sessions` over gRPC against a real instance: REST's operations, rules and problems. */
 
@@ -252,23 +253,6 @@ describe("gRPC configuration", () => {
     }
   });
 });
-
-/** SessionCreated events of `userId` appended after `after` (touches and other users' events aside). */
-async function createdSince(on: Tessera, after: number, userId: string): Promise<number> {
-  let count = 0;
-  const last = await on.log.lastPosition();
-  for (let position = after + 1; position <= last; position++) {
-    const event = await on.log.readAt(position);
-    if (event?.type === "SessionCreated" && event.data.userId === userId) count++;
-  }
-  return count;
-}
-
-async function sessionOf(on: Tessera, id: string) {
-  const response = await on.app.inject({ method: "GET", url: `/v1/sessions/${id}`, headers: adminHeaders });
-  expect(response.statusCode, response.body).toBe(200);
-  return response.json() as { status: string; end_reason: string | null };
-}
 
 describe("gRPC retry-safe Create and RevokeAll, two instances on NATS and Postgres", () => {
   const instances: Tessera[] = [];

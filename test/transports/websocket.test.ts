@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Tessera } from "../../src/main.ts";
 import { adminHeaders, bearer, type Pair, startEmbedded, startPair } from "../support/tessera.ts";
+import { createdSince, sessionOf } from "./transport-checks.ts";
 import { connect, type RpcSocket, upgradeStatus } from "./ws-client.ts";
 
 /**
@@ -259,23 +260,6 @@ describe("WebSocket across instances", () => {
     expect(elapsed).toBeLessThan(1_000);
   });
 });
-
-/** SessionCreated events of `userId` appended after `after` (touches and other users' events aside). */
-async function createdSince(on: Tessera, after: number, userId: string): Promise<number> {
-  let count = 0;
-  const last = await on.log.lastPosition();
-  for (let position = after + 1; position <= last; position++) {
-    const event = await on.log.readAt(position);
-    if (event?.type === "SessionCreated" && event.data.userId === userId) count++;
-  }
-  return count;
-}
-
-async function sessionOf(on: Tessera, id: string) {
-  const response = await on.app.inject({ method: "GET", url: `/v1/sessions/${id}`, headers: adminHeaders });
-  expect(response.statusCode, response.body).toBe(200);
-  return response.json() as { status: string; end_reason: string | null };
-}
 
 describe("WebSocket retry-safe create and revoke-all, two instances on NATS and Postgres", () => {
   let pair: Pair;
