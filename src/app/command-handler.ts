@@ -1,10 +1,10 @@
 import { concurrencyConflict } from "../domain/errors.ts";
 import type {
   Actor,
-  CommandSource,
   DomainEvent,
   EventMetadata,
   RecordedEvent,
+  RecordedSource,
   StreamName,
 } from "../domain/events.ts";
 import {
@@ -24,7 +24,8 @@ export type CommandContext = {
   correlationId?: string | undefined;
   causationId?: string | undefined;
   actor: Actor;
-  source: CommandSource;
+  /** What this version writes; a fan-out of a recorded event carries that event's source on. */
+  source: RecordedSource;
   ip?: string | undefined;
   userAgent?: string | undefined;
   traceparent?: string | undefined;

@@ -5,7 +5,15 @@
 
 export type ActorKind = "user" | "admin" | "service" | "system" | "idp";
 export type Actor = { kind: ActorKind; id: string };
+/** Where a command came from: the sources this version writes. */
 export type CommandSource = "rest" | "mcp" | "ws" | "grpc" | "scheduler" | "webhook" | "cli" | "jwt";
+/**
+ * The source a recorded event names. Readers take any short lowercase token, not only this version's
+ * CommandSource: during a rolling upgrade a newer version may record a source this one has never heard of
+ * (a transport added since), and that must not stop this version's projections; the source is only ever
+ * stored and shown as text.
+ */
+export type RecordedSource = CommandSource | (string & {});
 
 export type EventMetadata = {
   eventId: string;
@@ -15,7 +23,7 @@ export type EventMetadata = {
   /** ISO-8601 instant, from the Clock port. */
   occurredAt: string;
   actor: Actor;
-  source: CommandSource;
+  source: RecordedSource;
   ip?: string | undefined;
   userAgent?: string | undefined;
 };

@@ -1,10 +1,10 @@
 import {
   type ActorKind,
-  type CommandSource,
   type DomainEvent,
   type DomainEventType,
   isSessionEvent,
   type RecordedEvent,
+  type RecordedSource,
 } from "../domain/events.ts";
 
 /**
@@ -22,7 +22,7 @@ export type AuditRow = {
   userId: string | null;
   actorKind: ActorKind;
   actorId: string;
-  source: CommandSource;
+  source: RecordedSource;
   reason: string | null;
   data: Record<string, unknown>;
   metadata: Record<string, unknown>;

@@ -102,11 +102,24 @@ describe("event codec", () => {
     const bad = { ...sessionTouched(sessionId, 1), data: { sessionId, at: "soon" } } as DomainEvent;
     expect(() => encodeEvent(bad, metadata())).toThrow(EventEncodeError);
     expect(() =>
-      encodeEvent(sessionTouched(sessionId, 1), { ...metadata(), source: "fax" } as never),
+      encodeEvent(sessionTouched(sessionId, 1), { ...metadata(), source: "Fax Machine" } as never),
     ).toThrow(EventEncodeError);
     expect(() => encodeEvent({ type: "Nope", version: 1, data: {} } as never, metadata())).toThrow(
       EventEncodeError,
     );
+  });
+
+  it("reads a source this version does not know (a newer version's transport), but only a short lowercase token", () => {
+    // A rolling upgrade: a newer instance records events from a transport added since this version.
+    const meta = { ...metadata(), source: "carrier-pigeon" };
+    const event = sessionTouched(sessionId, 1);
+    expect(decodeEvent(bytes({ ...event, metadata: meta }))).toEqual({ event, metadata: meta });
+    // And carries it on when it re-records it (a fan-out inherits its cause's source).
+    expect(decodeEvent(encodeEvent(event, meta)).metadata.source).toBe("carrier-pigeon");
+    for (const source of ["", "Pigeon", "carrier pigeon", "x".repeat(33), 7]) {
+      const refused = decodeError(() => decodeEvent(bytes({ ...event, metadata: { ...meta, source } })));
+      expect(refused.issues.map((i) => i.path.join("."))).toContain("metadata.source");
+    }
   });
 
   it("throws a typed EventDecodeError for each kind of bad payload", () => {

@@ -3,6 +3,7 @@ import type {
   DomainEvent,
   DomainEventType,
   EventMetadata,
+  RecordedSource,
   SessionCreatedData,
   SessionExpiredData,
   SessionInvalidatedData,
@@ -26,7 +27,15 @@ const id = z.string().min(1);
 const strings = z.array(z.string());
 
 const actorKind = z.enum(["user", "admin", "service", "system", "idp"]);
-const commandSource = z.enum(["rest", "mcp", "ws", "grpc", "scheduler", "webhook", "cli", "jwt"]);
+// Any short lowercase token, not just this version's sources (RecordedSource in src/domain/events.ts). A
+// refinement, not .regex(), so the codec's compiled fast path (fast-check.ts) keeps covering metadata.
+const SOURCE_TOKEN = /^[a-z][a-z0-9_-]{0,31}$/;
+const recordedSource = z
+  .string()
+  .refine(
+    (source) => SOURCE_TOKEN.test(source),
+    "must be a lowercase token",
+  ) as unknown as z.ZodType<RecordedSource>;
 const invalidationReason = z.enum([
   "logout",
   "revoked",
@@ -48,7 +57,7 @@ export const eventMetadataSchema = z.object({
   causationId: id,
   occurredAt: instant,
   actor: z.object({ kind: actorKind, id: z.string() }),
-  source: commandSource,
+  source: recordedSource,
   ip: z.string().optional(),
   userAgent: z.string().optional(),
 });

@@ -1,5 +1,5 @@
 import type { ColumnType } from "kysely";
-import type { ActorKind, CommandSource, DomainEventType } from "../../domain/events.ts";
+import type { ActorKind, DomainEventType, RecordedSource } from "../../domain/events.ts";
 
 /** The `audit_events` table as kysely sees it (see migrations/0003_audit_events.ts). */
 
@@ -13,7 +13,7 @@ export interface AuditEventsTable {
   user_id: string | null;
   actor_kind: ActorKind;
   actor_id: string;
-  source: CommandSource;
+  source: RecordedSource;
   reason: string | null;
   data: Json<Record<string, unknown>>;
   metadata: Json<Record<string, unknown>>;
