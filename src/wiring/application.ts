@@ -319,7 +319,12 @@ export async function startApplication(
         authenticate,
         bodyLimitBytes: config.bodyLimitBytes,
         logLevel: config.logLevel,
-        readyRequires: new Set(config.readyRequires),
+        // Embedded mode's in-memory log stands where NATS would (its check is `event_log`).
+        readyRequires: new Set(
+          config.readyRequires.includes("nats")
+            ? [...config.readyRequires, "event_log"]
+            : config.readyRequires,
+        ),
         readiness: () =>
           readiness({
             ...{ nc, database, readModel, log },
