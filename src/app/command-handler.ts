@@ -1,8 +1,8 @@
 import { concurrencyConflict } from "../domain/errors.ts";
 import type {
-  Actor,
   DomainEvent,
   EventMetadata,
+  RecordedActor,
   RecordedEvent,
   RecordedSource,
   StreamName,
@@ -23,7 +23,7 @@ export type CommandContext = {
   commandId: string;
   correlationId?: string | undefined;
   causationId?: string | undefined;
-  actor: Actor;
+  actor: RecordedActor;
   /** What this version writes; a fan-out of a recorded event carries that event's source on. */
   source: RecordedSource;
   ip?: string | undefined;

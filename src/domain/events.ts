@@ -5,6 +5,8 @@
 
 export type ActorKind = "user" | "admin" | "service" | "system" | "idp";
 export type Actor = { kind: ActorKind; id: string };
+/** The actor a recorded event names: as with RecordedSource below, a newer version's kind reads as text. */
+export type RecordedActor = { kind: ActorKind | (string & {}); id: string };
 /** Where a command came from: the sources this version writes. */
 export type CommandSource = "rest" | "mcp" | "ws" | "grpc" | "scheduler" | "webhook" | "cli" | "jwt";
 /**
@@ -22,7 +24,7 @@ export type EventMetadata = {
   causationId: string;
   /** ISO-8601 instant, from the Clock port. */
   occurredAt: string;
-  actor: Actor;
+  actor: RecordedActor;
   source: RecordedSource;
   ip?: string | undefined;
   userAgent?: string | undefined;

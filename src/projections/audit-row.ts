@@ -1,8 +1,8 @@
 import {
-  type ActorKind,
   type DomainEvent,
   type DomainEventType,
   isSessionEvent,
+  type RecordedActor,
   type RecordedEvent,
   type RecordedSource,
 } from "../domain/events.ts";
@@ -20,7 +20,7 @@ export type AuditRow = {
   type: DomainEventType;
   sessionId: string | null;
   userId: string | null;
-  actorKind: ActorKind;
+  actorKind: RecordedActor["kind"];
   actorId: string;
   source: RecordedSource;
   reason: string | null;

@@ -109,13 +109,23 @@ describe("event codec", () => {
     );
   });
 
-  it("reads a source this version does not know (a newer version's transport), but only a short lowercase token", () => {
+  it("reads a source or actor kind this version does not know (a newer version's), but only a short lowercase token", () => {
     // A rolling upgrade: a newer instance records events from a transport added since this version.
     const meta = { ...metadata(), source: "carrier-pigeon" };
     const event = sessionTouched(sessionId, 1);
     expect(decodeEvent(bytes({ ...event, metadata: meta }))).toEqual({ event, metadata: meta });
     // And carries it on when it re-records it (a fan-out inherits its cause's source).
     expect(decodeEvent(encodeEvent(event, meta)).metadata.source).toBe("carrier-pigeon");
+    // The same for an actor kind added since (RecordedActor).
+    const byRobot = { ...meta, actor: { kind: "robot", id: "r2" } };
+    expect(decodeEvent(bytes({ ...event, metadata: byRobot })).metadata.actor).toEqual({
+      kind: "robot",
+      id: "r2",
+    });
+    const badKind = decodeError(() =>
+      decodeEvent(bytes({ ...event, metadata: { ...meta, actor: { kind: "Robot!", id: "r2" } } })),
+    );
+    expect(badKind.issues.map((i) => i.path.join("."))).toContain("metadata.actor.kind");
     for (const source of ["", "Pigeon", "carrier pigeon", "x".repeat(33), 7]) {
       const refused = decodeError(() => decodeEvent(bytes({ ...event, metadata: { ...meta, source } })));
       expect(refused.issues.map((i) => i.path.join("."))).toContain("metadata.source");

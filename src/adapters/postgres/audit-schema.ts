@@ -1,5 +1,5 @@
 import type { ColumnType } from "kysely";
-import type { ActorKind, DomainEventType, RecordedSource } from "../../domain/events.ts";
+import type { DomainEventType, RecordedActor, RecordedSource } from "../../domain/events.ts";
 
 /** The `audit_events` table as kysely sees it (see migrations/0003_audit_events.ts). */
 
@@ -11,7 +11,7 @@ export interface AuditEventsTable {
   type: DomainEventType;
   session_id: string | null;
   user_id: string | null;
-  actor_kind: ActorKind;
+  actor_kind: RecordedActor["kind"];
   actor_id: string;
   source: RecordedSource;
   reason: string | null;
