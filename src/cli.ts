@@ -10,6 +10,7 @@ Commands:
   mcp --stdio      serve the MCP tools over stdio (see docs/mcp.md)
   replay [name]    rebuild Postgres read models from the log and swap them in (see docs/time.md)
   users ...        manage password users: add, set-password, set-roles, disable (see docs/auth.md)
+  credentials ...  rewrap: re-wrap credential keys under the current master key (see docs/credentials.md)
   help             this text
 
 Configuration comes from environment variables; see README.md.`;
@@ -27,6 +28,8 @@ export async function runCli(argv: string[]): Promise<number> {
         return await (await import("./cli-replay.ts")).runReplay(argv.slice(1));
       case "users":
         return await (await import("./cli-users.ts")).runUsersCommand(argv.slice(1));
+      case "credentials":
+        return await (await import("./cli-credentials.ts")).runCredentialsCommand(argv.slice(1));
       case "help":
       case "--help":
       case "-h":

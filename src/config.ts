@@ -101,6 +101,8 @@ const environmentSchema = z.object({
       })
       .optional(),
   ),
+  // Checked in loadConfig: each key's problem names its position, never its value.
+  TESSERA_CREDENTIALS_PREVIOUS_KEYS: optionalText,
   TESSERA_CREDENTIALS_VALIDATE_URL: optionalText.pipe(z.url({ protocol: /^https?$/ }).optional()),
   TESSERA_CREDENTIALS_VALIDATE_TIMEOUT_MS: envNumber(z.number().int().min(1).max(60_000), 5_000),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
@@ -147,6 +149,8 @@ export type Config = {
   credentials: {
     /** The master key that wraps every session's data key; unset: generated per process (embedded only). */
     masterKey: Buffer | undefined;
+    /** Older master keys (TESSERA_CREDENTIALS_PREVIOUS_KEYS): they open what they wrapped, never wrap. */
+    previousKeys: Buffer[];
     validateUrl: string | undefined;
     validateTimeoutMs: number;
   };
@@ -208,6 +212,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     problems.push("TESSERA_SESSION_TTL_SECONDS: must not exceed TESSERA_MAX_LIFETIME_SECONDS");
   }
   const publicUrl = parsePublicUrl(e.TESSERA_PUBLIC_URL, e.TESSERA_MULTIUSER, problems);
+  const masterKey =
+    e.TESSERA_CREDENTIALS_KEY === undefined ? undefined : credentialsKeyFrom(e.TESSERA_CREDENTIALS_KEY);
+  const previousKeys = previousCredentialsKeys(e.TESSERA_CREDENTIALS_PREVIOUS_KEYS, masterKey, problems);
   if (problems.length > 0) throw new ConfigError(problems);
   const distributed = e.NATS_URL !== undefined;
   return {
@@ -270,8 +277,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     readyRequires: e.TESSERA_READY_REQUIRES,
     logLevel: e.LOG_LEVEL,
     credentials: {
-      masterKey:
-        e.TESSERA_CREDENTIALS_KEY === undefined ? undefined : credentialsKeyFrom(e.TESSERA_CREDENTIALS_KEY),
+      masterKey,
+      previousKeys,
       validateUrl: e.TESSERA_CREDENTIALS_VALIDATE_URL,
       validateTimeoutMs: e.TESSERA_CREDENTIALS_VALIDATE_TIMEOUT_MS,
     },
@@ -291,6 +298,36 @@ function credentialsKeyFrom(value: string): Buffer | undefined {
   if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(value)) return undefined;
   const key = Buffer.from(value, "base64");
   return key.length === 32 ? key : undefined;
+}
+
+/**
+ * TESSERA_CREDENTIALS_PREVIOUS_KEYS: master keys from before a rotation, comma-separated, each in the format
+ * of TESSERA_CREDENTIALS_KEY. Like TESSERA_JWT_VERIFY_KEYS, a bad key is reported by its position (never
+ * its value), and so is a repeat, including the current key itself (it always opens; do not list it).
+ */
+function previousCredentialsKeys(value: string | undefined, current: Buffer | undefined, problems: string[]) {
+  const items = commaList(value);
+  if (items.length === 0) return [];
+  const variable = "TESSERA_CREDENTIALS_PREVIOUS_KEYS";
+  if (current === undefined) {
+    problems.push(`${variable}: needs TESSERA_CREDENTIALS_KEY (the key new data keys are wrapped under)`);
+    return [];
+  }
+  const keys: Buffer[] = [];
+  items.forEach((item, index) => {
+    const position = `key ${index + 1} of ${items.length}`;
+    const key = credentialsKeyFrom(item);
+    if (key === undefined) {
+      problems.push(`${variable}: ${position} must be 32 bytes in base64 or base64url`);
+    } else if (key.equals(current)) {
+      problems.push(
+        `${variable}: ${position} is TESSERA_CREDENTIALS_KEY itself (it always opens; do not list it)`,
+      );
+    } else if (keys.some((earlier) => earlier.equals(key))) {
+      problems.push(`${variable}: ${position} repeats an earlier key`);
+    } else keys.push(key);
+  });
+  return keys;
 }
 
 function commaList(value: string | undefined): string[] {

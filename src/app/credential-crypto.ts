@@ -44,6 +44,29 @@ export function keyIdOf(masterKey: Buffer): string {
     .toString("base64url");
 }
 
+/**
+ * The master keys an instance holds (TESSERA_CREDENTIALS_KEY, then TESSERA_CREDENTIALS_PREVIOUS_KEYS): new
+ * data keys are wrapped under `current` only; a previous key only opens what it wrapped before a rotation,
+ * until the entry is re-wrapped under `current` (credential-rewrap.ts).
+ */
+export type MasterKeyRing = {
+  current: Buffer;
+  currentKid: string;
+  /** The configured key whose kid this is (the current one or a previous one), or undefined. */
+  find(kid: string): Buffer | undefined;
+  /** Whether any previous key is configured (a rotation is under way). */
+  rotating: boolean;
+};
+
+export function masterKeyRing(current: Buffer, previous: readonly Buffer[] = []): MasterKeyRing {
+  // Digests once, not per read. The configuration refuses a previous key equal to another configured key.
+  const byKid = new Map<string, Buffer>();
+  for (const key of previous) byKid.set(keyIdOf(key), key);
+  const currentKid = keyIdOf(current);
+  byKid.set(currentKid, current);
+  return { current, currentKid, find: (kid) => byKid.get(kid), rotating: previous.length > 0 };
+}
+
 const credentialsAad = (sessionId: string) => Buffer.from(`tessera.credentials\u0000${sessionId}`);
 const dataKeyAad = (sessionId: string) => Buffer.from(`tessera.data-key\u0000${sessionId}`);
 

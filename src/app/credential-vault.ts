@@ -3,6 +3,7 @@ import { sessionStream } from "../domain/events.ts";
 import type { Clock, EventLog } from "../domain/ports.ts";
 import {
   CredentialCryptoError,
+  masterKeyRing,
   newDataKey,
   openCredentials,
   sealCredentials,
@@ -10,6 +11,7 @@ import {
   type WrappedKey,
   wrapDataKey,
 } from "./credential-crypto.ts";
+import { type RewrapReport, rewrapAll, writeBackUnderCurrent } from "./credential-rewrap.ts";
 
 /**
  * Upstream credentials kept only for a session's life (DESIGN §10, seed 000), by crypto-shredding: the
@@ -18,10 +20,19 @@ import {
  * makes the ciphertext unreadable for good. See docs/credentials.md.
  */
 
+/** A wrapped key as stored, with the revision a compare-and-set write must name. */
+export type StoredKey = { wrapped: WrappedKey; revision: number };
+
 /** Where wrapped data keys live: a NATS KV bucket, or memory in embedded mode. */
 export interface CredentialKeyStore {
   put(sessionId: string, wrapped: WrappedKey): Promise<void>;
   get(sessionId: string): Promise<WrappedKey | undefined>;
+  read(sessionId: string): Promise<StoredKey | undefined>;
+  /**
+   * Replaces the key only if it is still at `revision`; false when it changed or was purged since (the
+   * shredder may purge it at any moment: a plain put would bring a destroyed key back to life).
+   */
+  update(sessionId: string, wrapped: WrappedKey, revision: number): Promise<boolean>;
   /** Removes the key and every earlier revision of it. Idempotent; false when there was none. */
   purge(sessionId: string): Promise<boolean>;
   /** The sessions that have a key (the orphan sweep). */
@@ -59,6 +70,8 @@ export type CredentialVaultDeps = {
   keys: CredentialKeyStore;
   /** 32 bytes (TESSERA_CREDENTIALS_KEY, or generated per process in embedded mode). */
   masterKey: Buffer;
+  /** Older master keys (TESSERA_CREDENTIALS_PREVIOUS_KEYS): they open what they wrapped, never wrap. */
+  previousKeys?: readonly Buffer[];
   log: EventLog;
   clock: Clock;
 };
@@ -67,6 +80,7 @@ export type CredentialVault = ReturnType<typeof createCredentialVault>;
 
 export function createCredentialVault(deps: CredentialVaultDeps) {
   const { keys, masterKey, log, clock } = deps;
+  const ring = masterKeyRing(masterKey, deps.previousKeys);
 
   return {
     /**
@@ -78,7 +92,7 @@ export function createCredentialVault(deps: CredentialVaultDeps) {
       const dataKey = newDataKey();
       try {
         const sealed = sealCredentials(dataKey, sessionId, JSON.stringify(credentials));
-        await keys.put(sessionId, wrapDataKey(masterKey, sessionId, dataKey, clock.now()));
+        await keys.put(sessionId, wrapDataKey(ring.current, sessionId, dataKey, clock.now()));
         return sealed;
       } finally {
         dataKey.fill(0);
@@ -95,17 +109,25 @@ export function createCredentialVault(deps: CredentialVaultDeps) {
       if (sealed === undefined)
         throw new CredentialsError("credentials_not_found", "This session holds no credentials");
       if (events.some((event) => SESSION_ENDINGS.has(event.type))) throw destroyed();
-      const wrapped = await keys.get(sessionId);
-      if (wrapped === undefined) throw destroyed();
+      const stored = await keys.read(sessionId);
+      if (stored === undefined) throw destroyed();
+      const wrappedUnder = ring.find(stored.wrapped.kid);
       let dataKey: Buffer | undefined;
       try {
-        dataKey = unwrapDataKey(masterKey, sessionId, wrapped);
-        return JSON.parse(openCredentials(dataKey, sessionId, sealed)) as Record<string, unknown>;
+        if (wrappedUnder === undefined)
+          throw new CredentialCryptoError("the data key was wrapped under a master key not configured here");
+        dataKey = unwrapDataKey(wrappedUnder, sessionId, stored.wrapped);
+        const plaintext = openCredentials(dataKey, sessionId, sealed);
+        // Under a previous key: re-wrap it now rather than wait for the sweep. Best effort — the credentials
+        // are served either way, and a failed or lost write (purged meanwhile) is the sweep's to retry or skip.
+        if (wrappedUnder !== ring.current)
+          await writeBackUnderCurrent(keys, ring, sessionId, stored, dataKey).catch(() => false);
+        return JSON.parse(plaintext) as Record<string, unknown>;
       } catch (error) {
         if (!(error instanceof CredentialCryptoError)) throw error;
         throw new CredentialsError(
           "credentials_unreadable",
-          "The stored credentials cannot be decrypted with this instance's TESSERA_CREDENTIALS_KEY",
+          "The stored credentials cannot be decrypted with this instance's TESSERA_CREDENTIALS_KEY or TESSERA_CREDENTIALS_PREVIOUS_KEYS",
         );
       } finally {
         dataKey?.fill(0);
@@ -144,6 +166,14 @@ export function createCredentialVault(deps: CredentialVaultDeps) {
       await keys.compact?.(graceMs);
       return removed;
     },
+
+    /** Re-wraps every key still under a previous master key (compare-and-set, see credential-rewrap.ts). */
+    rewrap(): Promise<RewrapReport> {
+      return rewrapAll(keys, ring);
+    },
+
+    /** Whether previous master keys are configured, so a rewrap pass has something to do. */
+    rotating: ring.rotating,
   };
 }
 

@@ -224,6 +224,7 @@ export async function startApplication(
     // Upstream credentials kept for a session's life (docs/credentials.md).
     const credentials = createCredentials({
       ...{ config, keys: infrastructure.credentialKeys, checkpoints: store, log, clock, logger },
+      onUnderPreviousKey: metrics.credentialKeysUnderPreviousKey,
     });
     const credentialSweep = credentials.startSweep(leases);
     closers.push(() => credentialSweep.release());

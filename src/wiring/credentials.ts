@@ -6,7 +6,11 @@ import { type CredentialSupport, credentialRoutes } from "../adapters/http/route
 import { createCredentialChecker } from "../app/credential-check.ts";
 import { KEY_BYTES } from "../app/credential-crypto.ts";
 import { createCredentialShredder } from "../app/credential-shredder.ts";
-import { type CredentialKeyStore, createCredentialVault } from "../app/credential-vault.ts";
+import {
+  type CredentialKeyStore,
+  type CredentialVault,
+  createCredentialVault,
+} from "../app/credential-vault.ts";
 import type { ValidationStore } from "../app/ports.ts";
 import type { Validator } from "../app/validator.ts";
 import type { Config } from "../config.ts";
@@ -28,8 +32,13 @@ export type Credentials = {
   shredder: ProjectionTarget;
   /** GET /v1/sessions/{id}/credentials. */
   routes(authenticate: Authenticate, validator: Validator): (app: FastifyInstance) => void;
-  /** Starts the orphan sweep under its lease; release the handle to stop it. */
+  /**
+   * Starts the orphan sweep under its lease (with TESSERA_CREDENTIALS_PREVIOUS_KEYS it also re-wraps keys
+   * still under a previous master key); release the handle to stop it.
+   */
   startSweep(leases: LeaseManager): LeaseHandle;
+  /** One sweep (and rewrap pass) now, whoever holds the lease: tests. Failures are logged, not thrown. */
+  sweepOnce(): Promise<void>;
 };
 
 export function createCredentials(deps: {
@@ -39,10 +48,16 @@ export function createCredentials(deps: {
   log: EventLog;
   clock: Clock;
   logger: Logger;
+  /** After each sweep's rewrap pass: how many keys are still under a previous master key (a gauge). */
+  onUnderPreviousKey?: (count: number) => void;
 }): Credentials {
   const { config, keys, log, clock, logger } = deps;
   const masterKey = config.credentials.masterKey ?? ephemeralKey(config, logger);
-  const vault = masterKey === undefined ? undefined : createCredentialVault({ keys, masterKey, log, clock });
+  const previousKeys = config.credentials.previousKeys;
+  const vault =
+    masterKey === undefined
+      ? undefined
+      : createCredentialVault({ keys, masterKey, previousKeys, log, clock });
   const { validateUrl, validateTimeoutMs } = config.credentials;
   const support: CredentialSupport = {
     vault,
@@ -57,22 +72,36 @@ export function createCredentials(deps: {
     hasKey: async (sessionId) => (await keys.get(sessionId)) !== undefined,
     checkpoints: deps.checkpoints,
   });
+  // After one pass with nothing left under a previous key, that key can leave TESSERA_CREDENTIALS_PREVIOUS_KEYS.
+  const rewrap = async (rotating: CredentialVault) => {
+    const { unreadableSessionIds, ...counts } = await rotating.rewrap();
+    deps.onUnderPreviousKey?.(counts.underPreviousKey);
+    logger.info(counts, "credential keys re-wrapped under the current master key");
+    if (counts.unreadable > 0)
+      logger.warn(
+        { unreadable: counts.unreadable, sessionIds: unreadableSessionIds },
+        "credential keys that open under no configured master key (left in place)",
+      );
+  };
+  const sweepOnce = async () => {
+    if (vault === undefined) return;
+    try {
+      const removed = await vault.sweep(ORPHAN_GRACE_MS);
+      if (removed > 0) logger.info({ removed }, "credential keys swept (orphaned or ended sessions)");
+      if (vault.rotating) await rewrap(vault);
+    } catch (error) {
+      logger.warn({ err: error }, "credential key sweep failed");
+    }
+  };
   return {
     support,
     shredder,
     routes: (authenticate, validator) => credentialRoutes({ support, authenticate, validator }),
     startSweep: (leases) =>
       leases.hold("credential_keys.sweep", async (signal) => {
-        while (await pause(SWEEP_EVERY_MS, signal)) {
-          if (vault === undefined) continue;
-          try {
-            const removed = await vault.sweep(ORPHAN_GRACE_MS);
-            if (removed > 0) logger.info({ removed }, "credential keys swept (orphaned or ended sessions)");
-          } catch (error) {
-            logger.warn({ err: error }, "credential key sweep failed");
-          }
-        }
+        while (await pause(SWEEP_EVERY_MS, signal)) await sweepOnce();
       }),
+    sweepOnce,
   };
 }
 

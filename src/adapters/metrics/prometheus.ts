@@ -125,6 +125,14 @@ export function createPrometheusMetrics(deps: MetricsDeps) {
     },
   });
 
+  // Set by the credential-key sweep's rewrap pass (docs/credentials.md, "Rotating the master key"). Only the
+  // instance holding the sweep's lease counts; the others keep the unlabelled gauge's 0 (take the max).
+  const underPreviousKey = new Gauge({
+    name: "tessera_credential_keys_under_previous_key",
+    help: "Credential data keys still wrapped under a previous master key after this instance's last sweep",
+    registers: [registry],
+  });
+
   const observer: CommandObserver = {
     appended: (type) => eventsAppended.inc({ type }),
     conflict: (stream) => conflicts.inc({ stream }),
@@ -133,6 +141,7 @@ export function createPrometheusMetrics(deps: MetricsDeps) {
   return {
     registry,
     observer,
+    credentialKeysUnderPreviousKey: (count: number) => underPreviousKey.set(count),
     validationOutcome: (outcome: string) => {
       outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
     },

@@ -2,8 +2,9 @@ import { jetstream, StorageType } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { WrappedKey } from "../../app/credential-crypto.ts";
-import type { CredentialKeyStore } from "../../app/credential-vault.ts";
+import type { CredentialKeyStore, StoredKey } from "../../app/credential-vault.ts";
 import { natsFailure } from "../jetstream/unavailable.ts";
+import { isRevisionConflict } from "./validation-store.ts";
 
 /**
  * Wrapped session data keys in the NATS KV bucket `<prefix>_credential_keys`, keyed by session id (a UUID
@@ -29,17 +30,31 @@ export async function createKvCredentialKeyStore(options: {
     throw natsFailure("credential key store", error);
   };
 
-  const get = async (sessionId: string): Promise<WrappedKey | undefined> => {
+  const read = async (sessionId: string): Promise<StoredKey | undefined> => {
     const entry = await kv.get(sessionId).catch(unavailable);
     if (entry === null || entry.operation !== "PUT") return undefined;
-    return decode(entry.value);
+    const wrapped = decode(entry.value);
+    return wrapped === undefined ? undefined : { wrapped, revision: entry.revision };
   };
+  const get = async (sessionId: string) => (await read(sessionId))?.wrapped;
 
   return {
     async put(sessionId, wrapped) {
       await kv.put(sessionId, JSON.stringify(wrapped)).catch(unavailable);
     },
     get,
+    read,
+    async update(sessionId, wrapped, revision) {
+      // Expected-last-subject-sequence: after a purge the subject's last message is the purge marker (or
+      // nothing, once compacted), never `revision`, so a purged key stays purged.
+      try {
+        await kv.update(sessionId, JSON.stringify(wrapped), revision);
+        return true;
+      } catch (error) {
+        if (isRevisionConflict(error)) return false;
+        throw natsFailure("credential key store", error);
+      }
+    },
     async purge(sessionId) {
       if ((await get(sessionId)) === undefined) return false;
       await kv.purge(sessionId).catch(unavailable);
