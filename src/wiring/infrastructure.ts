@@ -103,7 +103,8 @@ async function openDistributed(config: Config, runtime: InfrastructureRuntime): 
     });
     closers.push(() => database.close());
     const { prefix, natsReplicas: replicas } = config;
-    const log = await createJetStreamEventLog({ nc, prefix, replicas });
+    // While NATS is away a request is answered 503 at once, not after the 5 s publish timeout.
+    const log = await createJetStreamEventLog({ nc, prefix, replicas, failWhileDisconnected: true });
     const store = await createKvValidationStore({ nc, prefix, replicas });
     const leases = await createKvLeaseManager({
       nc,

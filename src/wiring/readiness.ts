@@ -1,5 +1,6 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { ReadinessCheck } from "../adapters/http/routes/health.ts";
+import { isNatsConnected } from "../adapters/jetstream/connection-state.ts";
 import type { DatabaseHandle } from "../adapters/postgres/database.ts";
 import type { SessionReadModel } from "../app/ports.ts";
 import type { EventLog } from "../domain/ports.ts";
@@ -19,24 +20,33 @@ export async function readiness(deps: {
   projections?: { states(): ProjectionHealthState[]; now(): number } | undefined;
 }): Promise<Record<string, ReadinessCheck>> {
   const checks: Record<string, ReadinessCheck> = {};
+  // isClosed() stays false while the client reconnects: ask whether the connection is up right now, and
+  // do not ask the log (a request would wait out the 5 s timeout) when it is not.
+  const natsUp = deps.nc === undefined || isNatsConnected(deps.nc);
+  const [checkpoint, last] = await Promise.allSettled([
+    deps.readModel.checkpoint(),
+    natsUp ? deps.log.lastPosition() : Promise.reject(new Error("NATS is disconnected")),
+  ]);
   if (deps.nc) {
     checks.nats = deps.nc.isClosed()
       ? { ok: false, detail: "closed" }
-      : { ok: true, detail: deps.nc.getServer() };
+      : !natsUp
+        ? { ok: false, detail: "disconnected (reconnecting)" }
+        : last.status === "rejected"
+          ? { ok: false, detail: `connected, event log unavailable: ${reason(last.reason)}` }
+          : { ok: true, detail: deps.nc.getServer() };
   } else {
     checks.event_log = { ok: true, detail: "in-memory" };
   }
-  try {
-    const [checkpoint, last] = await Promise.all([deps.readModel.checkpoint(), deps.log.lastPosition()]);
-    const lag = Math.max(0, last - checkpoint);
-    checks.database = { ok: true, detail: deps.database.kind };
+  // Each failure is blamed on its own dependency: NATS being away is not the database's fault.
+  checks.database =
+    checkpoint.status === "fulfilled"
+      ? { ok: true, detail: deps.database.kind }
+      : { ok: false, detail: reason(checkpoint.reason) };
+  if (checkpoint.status === "fulfilled" && last.status === "fulfilled") {
+    const lag = Math.max(0, last.value - checkpoint.value);
     // A read model far behind serves stale lists; say so rather than pretend.
     checks.projection_lag = { ok: lag < 10_000, detail: `${lag} events` };
-  } catch (error) {
-    checks.database = {
-      ok: false,
-      detail: error instanceof Error ? error.message.slice(0, 200) : "unavailable",
-    };
   }
   if (deps.projections) {
     const states = deps.projections.states();
@@ -47,4 +57,8 @@ export async function readiness(deps: {
     };
   }
   return checks;
+}
+
+function reason(error: unknown): string {
+  return error instanceof Error ? error.message.slice(0, 200) : "unavailable";
 }

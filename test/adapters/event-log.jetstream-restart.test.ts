@@ -1,10 +1,3 @@
-import { type ChildProcess, spawn } from "node:child_process";
-import { once } from "node:events";
-import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { createConnection } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectNats } from "../../src/adapters/jetstream/connection.ts";
@@ -20,7 +13,7 @@ import {
   sessionTouched,
   waitUntil,
 } from "../contract/event-fixtures.ts";
-import { freePort } from "../support/ports.ts";
+import { type PrivateNats, startPrivateNats } from "../support/private-nats.ts";
 import { uniquePrefix } from "../support/services.ts";
 
 /**
@@ -29,60 +22,23 @@ import { uniquePrefix } from "../support/services.ts";
  * that share the server on 4222.
  */
 
-const NATS_SERVER = [
-  process.env.NATS_SERVER_BIN,
-  "/usr/sbin/nats-server",
-  "/usr/local/bin/nats-server",
-  "/usr/bin/nats-server",
-]
-  .filter((path): path is string => path !== undefined)
-  .find((path) => existsSync(path));
-
-let port: number;
-let storeDir: string;
-let server: ChildProcess | undefined;
+let nats: PrivateNats | undefined;
 let nc: NatsConnection;
 let log: EventLog;
 let logPrefix: string;
 let publishRetries = 0;
 
-async function accepting(): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = createConnection({ host: "127.0.0.1", port });
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
-}
+const startServer = () => requireValue(nats).start();
+const stopServer = () => requireValue(nats).stop();
 
-async function startServer(): Promise<void> {
-  if (NATS_SERVER === undefined) throw new Error("nats-server binary not found (set NATS_SERVER_BIN)");
-  server = spawn(NATS_SERVER, ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir], {
-    stdio: "ignore",
-  });
-  const deadline = Date.now() + 15_000;
-  while (!(await accepting())) {
-    if (Date.now() > deadline) throw new Error("private nats-server did not start");
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
-async function stopServer(): Promise<void> {
-  const running = server;
-  server = undefined;
-  if (running === undefined || running.exitCode !== null) return;
-  const exited = once(running, "exit");
-  running.kill("SIGTERM");
-  await exited;
+function requireValue<T>(value: T | undefined): T {
+  if (value === undefined) throw new Error("the private nats-server did not start");
+  return value;
 }
 
 beforeAll(async () => {
-  port = await freePort();
-  storeDir = await mkdtemp(join(tmpdir(), "tessera-nats-"));
-  await startServer();
-  nc = await connectNats(`nats://127.0.0.1:${port}`, "event-log-restart-test", { reconnectTimeWait: 200 });
+  nats = await startPrivateNats();
+  nc = await connectNats(nats.url, "event-log-restart-test", { reconnectTimeWait: 200 });
   logPrefix = uniquePrefix("rst");
   log = await createJetStreamEventLog({
     nc,
@@ -98,8 +54,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await log?.close();
   await nc?.close();
-  await stopServer();
-  if (storeDir) await rm(storeDir, { recursive: true, force: true });
+  await nats?.destroy();
 });
 
 describe("JetStream event log across a NATS restart", () => {

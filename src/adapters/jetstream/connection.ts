@@ -1,6 +1,8 @@
 import { connect, type NatsConnection, type NodeConnectionOptions } from "@nats-io/transport-node";
+import { trackConnection } from "./connection-state.ts";
 // Applied on import: every connection this process opens shares the patched request and protocol classes.
 import "./flush-patch.ts";
+import "./ordered-reset-patch.ts";
 import "./request-one-patch.ts";
 
 /**
@@ -18,7 +20,7 @@ export async function connectNats(
     .map((url) => url.trim())
     .filter((url) => url.length > 0);
   if (servers.length === 0) throw new Error("No NATS server URL given");
-  return connect({
+  const nc = await connect({
     reconnectTimeWait: 1_000,
     timeout: 5_000,
     ...options,
@@ -28,4 +30,7 @@ export async function connectNats(
     servers,
     name,
   });
+  // From the start, so a later disconnect is seen (connection-state.ts).
+  trackConnection(nc);
+  return nc;
 }

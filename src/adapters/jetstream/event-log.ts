@@ -19,6 +19,7 @@ import {
   RequestError,
   TimeoutError,
 } from "@nats-io/transport-node";
+import { DependencyUnavailableError } from "../../app/unavailable.ts";
 import type { DomainEvent, EventMetadata, RecordedEvent, StreamName } from "../../domain/events.ts";
 import {
   type AppendOptions,
@@ -37,6 +38,7 @@ import {
 } from "../codec/event-codec.ts";
 import { assertAppendOptions, assertFollowOptions } from "../codec/event-log-guards.ts";
 import { createBatchHandover } from "./batch-handover.ts";
+import { isNatsConnected, whenConnected } from "./connection-state.ts";
 import { ensureEventStream } from "./event-stream.ts";
 import { headerBlockMentions } from "./header-peek.ts";
 import { createRecentDecodes } from "./recent-decodes.ts";
@@ -70,6 +72,15 @@ export type JetStreamEventLogOptions = {
   upcasters?: UpcasterRegistry | undefined;
   /** Told of every publish attempt that failed and will be retried (for logs and metrics). */
   onPublishRetry?: ((attempt: number, error: unknown) => void) | undefined;
+  /**
+   * While the connection is down (reconnecting), reads fail at once with DependencyUnavailableError (their
+   * callers have memory to fall back on: validation answers from its replica), appends wait for it at most
+   * DISCONNECTED_GRACE_MS (a cluster moving the client to another server) and then fail the same way, and
+   * no publish is retried — instead of the client buffering them until the publish timeout (5 s per
+   * attempt). The service sets it, so a caller gets a prompt 503 and retries (with its Idempotency-Key);
+   * default false: an append issued meanwhile rides the restart out.
+   */
+  failWhileDisconnected?: boolean | undefined;
 };
 
 // Header names, computed once.
@@ -116,6 +127,14 @@ export async function createJetStreamEventLog(options: JetStreamEventLogOptions)
   const assertOpen = () => {
     if (closed) throw new Error("The event log is closed");
   };
+  const disconnected = () => options.failWhileDisconnected === true && !isNatsConnected(nc);
+  const assertConnected = () => {
+    if (disconnected()) throw unavailableWhileDown();
+  };
+  const unavailableWhileDown = () =>
+    new DependencyUnavailableError("event log", new Error("the NATS connection is down"));
+  /** Undefined while connected (no promise on the hot path), else when it is back or has failed. */
+  const reconnected = () => (disconnected() ? whenConnected(nc, "event log") : undefined);
 
   const toRecorded = (subject: string, seq: number, data: Uint8Array, traceparent: string | undefined) => {
     const stream = subjects.parse(subject);
@@ -157,7 +176,7 @@ export async function createJetStreamEventLog(options: JetStreamEventLogOptions)
     for (let attempt = 1; ; attempt++) {
       // Same msg id on every attempt: if an earlier one was stored after all, the server answers with
       // its position and duplicate: true, so the caller may see its own write reported as a duplicate.
-      if (attempt >= publishAttempts || !isRetryable(error)) throw error;
+      if (attempt >= publishAttempts || !isRetryable(error) || disconnected()) throw error;
       onPublishRetry?.(attempt, error);
       await delay(Math.min(100 * 2 ** (attempt - 1), 1_000));
       try {
@@ -170,6 +189,7 @@ export async function createJetStreamEventLog(options: JetStreamEventLogOptions)
 
   async function getMessage(query: MsgRequest | { seq: number; next_by_subj: string }) {
     // next_by_subj is part of the server's MSG.GET API (2.9) though the client only types it for direct get.
+    assertConnected();
     return jsm.streams.getMessage(streamName, query as MsgRequest).catch((error: unknown) => {
       throw natsFailure("event log", error);
     });
@@ -201,6 +221,8 @@ export async function createJetStreamEventLog(options: JetStreamEventLogOptions)
     // Not async: the first attempt is chained directly onto the publish (no extra async frames per
     // append); the retry loop only runs after a failure.
     append(stream: StreamName, event: DomainEvent, metadata: EventMetadata, options: AppendOptions) {
+      const waiting = reconnected();
+      if (waiting !== undefined) return waiting.then(() => log.append(stream, event, metadata, options));
       let subject: string;
       let payload: Uint8Array;
       let h: MsgHdrs;
@@ -254,6 +276,7 @@ export async function createJetStreamEventLog(options: JetStreamEventLogOptions)
 
     async lastPosition() {
       assertOpen();
+      assertConnected();
       const info = await jsm.streams.info(streamName).catch((error: unknown) => {
         throw natsFailure("event log", error);
       });

@@ -3,7 +3,10 @@ import { type KV, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { forEachBounded } from "../../app/for-each-bounded.ts";
 import type { ValidationStore } from "../../app/ports.ts";
+import { DependencyUnavailableError } from "../../app/unavailable.ts";
 import type { UserValidationEntry, ValidationEntry } from "../../projections/validation-entry.ts";
+import { isNatsConnected } from "../jetstream/connection-state.ts";
+import { natsFailure } from "../jetstream/unavailable.ts";
 import {
   compactUserValidationEntry,
   compactValidationEntry,
@@ -60,11 +63,11 @@ export async function createKvValidationStore(options: KvValidationStoreOptions)
   return {
     async getSession(sessionId) {
       if (!KEY_TOKEN.test(sessionId)) return undefined;
-      return decodeSession(await readValue(kv, sessionKey(sessionId)));
+      return decodeSession(await readValue(options.nc, kv, sessionKey(sessionId)));
     },
     async getUser(userId) {
       if (userId === "") return undefined;
-      return decodeUser(await readValue(kv, userKey(userId)));
+      return decodeUser(await readValue(options.nc, kv, userKey(userId)));
     },
     async putSession(entry) {
       if (!KEY_TOKEN.test(entry.sessionId))
@@ -118,7 +121,7 @@ export async function createKvValidationStore(options: KvValidationStoreOptions)
       });
     },
     async getCheckpoint(name) {
-      const data = await readValue(kv, checkpointKey(name));
+      const data = await readValue(options.nc, kv, checkpointKey(name));
       const parsed = data ? parseJson(data) : undefined;
       const position = (parsed as { position?: unknown } | undefined)?.position;
       return typeof position === "number" ? position : 0;
@@ -195,8 +198,17 @@ export function isRevisionConflict(error: unknown): boolean {
   return error instanceof JetStreamApiError && (error.code === 10071 || error.code === 10164);
 }
 
-async function readValue(kv: KV, key: string): Promise<Uint8Array | undefined> {
-  const entry = await kv.get(key);
+/**
+ * A read fails as DependencyUnavailableError when NATS is away (validation answers 503, not 500), and at
+ * once while the connection is known to be down rather than after the client's 5 s request timeout.
+ */
+async function readValue(nc: NatsConnection, kv: KV, key: string): Promise<Uint8Array | undefined> {
+  if (!isNatsConnected(nc)) {
+    throw new DependencyUnavailableError("validation store", new Error("the NATS connection is down"));
+  }
+  const entry = await kv.get(key).catch((error: unknown) => {
+    throw natsFailure("validation store", error);
+  });
   return entry && entry.operation === "PUT" ? entry.value : undefined;
 }
 
