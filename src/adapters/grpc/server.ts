@@ -111,7 +111,12 @@ export async function startGrpcServer(deps: GrpcServerDeps): Promise<GrpcServer>
       ["token", "client_ip", "user_agent", "jwt"],
       (answer) =>
         answer.valid
-          ? { valid: true, session: sessionMessage(answer.session), user: answer.user }
+          ? {
+              valid: true,
+              session: sessionMessage(answer.session),
+              user: answer.user,
+              partial_view: "partial_view" in answer && answer.partial_view === true,
+            }
           : { valid: false, reason: answer.reason },
       { anonymous: true },
     ),

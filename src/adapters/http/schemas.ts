@@ -2,6 +2,7 @@ import { z } from "zod";
 import type { SessionRow } from "../../app/ports.ts";
 import { type ExistingSession, idleDeadline } from "../../domain/session-state.ts";
 import { UNSTORABLE_TEXT_MESSAGE } from "../../domain/storable-text.ts";
+import type { ValidationEntry } from "../../projections/validation-entry.ts";
 import { credentialsSchema } from "./credentials-body.ts";
 import { isStorableJson, nestsAtMost, storableText } from "./storable-text.ts";
 
@@ -206,4 +207,33 @@ function overdueInstant(expiresAt: number, idle: number | undefined, now: number
   if (now >= expiresAt) return expiresAt;
   if (idle !== undefined && now >= idle) return idle;
   return undefined;
+}
+
+/**
+ * The view of a session memory has judged valid (so active and not overdue), from its validation entry
+ * alone: what a validation answers while NATS is away and the session is not cached (every transport). The entry holds everything that changes; what it lacks are the facts of the create the view
+ * also shows — client, address, user agent and metadata — reported as null and {} until the log can be
+ * read again.
+ */
+export function viewFromEntry(entry: ValidationEntry): SessionView {
+  const idle = idleDeadline(entry);
+  return {
+    id: entry.sessionId,
+    user_id: entry.userId,
+    username: entry.username,
+    kind: entry.kind,
+    status: "active",
+    roles: entry.roles,
+    groups: entry.groups,
+    client: null,
+    ip_address: null,
+    user_agent: null,
+    created_at: iso(entry.createdAt),
+    last_activity_at: iso(entry.lastActivityAt),
+    expires_at: iso(entry.expiresAt),
+    idle_expires_at: idle === undefined ? null : iso(idle),
+    ended_at: null,
+    end_reason: null,
+    metadata: {},
+  };
 }

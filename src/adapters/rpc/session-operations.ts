@@ -3,8 +3,10 @@ import { isAdmin, type Principal } from "../../app/access.ts";
 import type { CommandContext } from "../../app/command-handler.ts";
 import type { SessionReadModel } from "../../app/ports.ts";
 import type { SessionService } from "../../app/session-service.ts";
+import { DependencyUnavailableError } from "../../app/unavailable.ts";
 import type { RequestFacts, Validator } from "../../app/validator.ts";
 import type { Clock, IdGenerator } from "../../domain/ports.ts";
+import type { ExistingSession } from "../../domain/session-state.ts";
 import type { ValidationEntry } from "../../projections/validation-entry.ts";
 import { HttpProblem, unauthorized } from "../http/problem.ts";
 import {
@@ -15,6 +17,7 @@ import {
   sessionIdParams,
   userIdText,
   validateBody,
+  viewFromEntry,
 } from "../http/schemas.ts";
 import { authorizeCreate, createInput } from "../session-ops/create.ts";
 import {
@@ -128,13 +131,18 @@ export function createSessionOperations(deps: SessionOperationsDeps) {
           : { ok: false as const, reason: "malformed" };
         if (!verdict.ok) return { valid: false as const, reason: verdict.reason };
       }
-      const session = await service.getAtLeast(entry.sessionId, entry.position);
+      const user = { id: entry.userId, username: entry.username, roles: entry.roles, groups: entry.groups };
+      let session: ExistingSession | undefined;
+      try {
+        session = await service.getAtLeast(entry.sessionId, entry.position);
+      } catch (error) {
+        if (!(error instanceof DependencyUnavailableError)) throw error;
+        // As REST does while NATS is away: memory judged it valid; the view is the entry's (REST's
+        // Tessera-Session-View: partial header is `partial_view` here).
+        return { valid: true as const, session: viewFromEntry(entry), user, partial_view: true };
+      }
       if (!session) return { valid: false as const, reason: "not_found" };
-      return {
-        valid: true as const,
-        session: view(session),
-        user: { id: entry.userId, username: entry.username, roles: entry.roles, groups: entry.groups },
-      };
+      return { valid: true as const, session: view(session), user };
     },
 
     /** GET /v1/sessions/{id}. */

@@ -5,13 +5,13 @@ import type { SessionService } from "../../../app/session-service.ts";
 import { DependencyUnavailableError } from "../../../app/unavailable.ts";
 import type { RequestFacts, Validator } from "../../../app/validator.ts";
 import type { Clock } from "../../../domain/ports.ts";
-import { type ExistingSession, idleDeadline } from "../../../domain/session-state.ts";
+import type { ExistingSession } from "../../../domain/session-state.ts";
 import type { ValidationEntry } from "../../../projections/validation-entry.ts";
 import { requestFacts } from "../authenticate.ts";
 import { compiledSerializer } from "../compiled-serializer.ts";
 import { BEARER_CHALLENGE, INVALID_TOKEN_CHALLENGE } from "../problem.ts";
 import { quickValidator } from "../quick-validator.ts";
-import { type SessionView, sessionView, validateBody, viewFromState } from "../schemas.ts";
+import { sessionView, validateBody, viewFromEntry, viewFromState } from "../schemas.ts";
 
 /**
  * A gateway's `jwt` next to the token: does the caller's IdP token still agree with the session (same
@@ -139,37 +139,6 @@ export function registerValidateRoute(fastify: FastifyInstance, deps: ValidateRo
 }
 
 const refusal = (reason: string) => ({ valid: false as const, reason });
-
-const iso = (ms: number) => new Date(ms).toISOString();
-
-/**
- * The view of a session memory has judged valid (so active and not overdue), from its validation entry
- * alone. The entry holds everything that changes; what it lacks are the facts of the create the view
- * also shows — client, address, user agent and metadata — reported as null and {} until the log can be
- * read again.
- */
-function viewFromEntry(entry: ValidationEntry): SessionView {
-  const idle = idleDeadline(entry);
-  return {
-    id: entry.sessionId,
-    user_id: entry.userId,
-    username: entry.username,
-    kind: entry.kind,
-    status: "active",
-    roles: entry.roles,
-    groups: entry.groups,
-    client: null,
-    ip_address: null,
-    user_agent: null,
-    created_at: iso(entry.createdAt),
-    last_activity_at: iso(entry.lastActivityAt),
-    expires_at: iso(entry.expiresAt),
-    idle_expires_at: idle === undefined ? null : iso(idle),
-    ended_at: null,
-    end_reason: null,
-    metadata: {},
-  };
-}
 
 /** Every 401 names its challenge (RFC 9110 §11.6.1); RFC 6750's error only when a token was presented. */
 function refuse(reply: FastifyReply, reason: string, presented = true) {
