@@ -323,6 +323,8 @@ describe("a NATS restart under two loaded instances", () => {
     ]);
     try {
       await sleep(UP_MS);
+      // Enough live sessions for both instances to hold (bounded, for a busy machine).
+      await eventually(() => [...acked.values()].filter((s) => !s.invalidated).length > 40, 20_000);
       for (const name of ["a", "b"] as const) {
         heldAtStop[name] = [...acked.values()].filter(
           (s) => byName[name].validator.validateFromMemory(s.token)?.valid === true,
@@ -343,6 +345,17 @@ describe("a NATS restart under two loaded instances", () => {
       });
       phase = "down";
       await sleep(DOWN_MS);
+      // And, on a machine busy with other suites, until it has seen enough to judge (bounded): the checks
+      // below count answers of this phase.
+      await eventually(
+        () =>
+          writes.filter((w) => w.phase === "down" && w.settledIn === "down").length > 8 &&
+          validations.filter((v) => v.phase === "down" && v.settledIn === "down").length > 50 &&
+          probes.filter((p) => p.phase === "down").length > 4 &&
+          readiness.filter((r) => r.phase === "down" && r.settledIn === "down").length > 4 &&
+          partialViews > 0,
+        20_000,
+      );
       phase = "starting";
       await server.start();
       phase = "back";

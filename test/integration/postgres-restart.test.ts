@@ -241,11 +241,22 @@ describe("a Postgres restart under load", () => {
       await pgServer.stop();
       phase = "down";
       await sleep(DOWN_MS);
+      // Each phase lasts its time and, on a machine busy with other suites, until it has seen enough to
+      // judge (bounded): the checks below count answers per phase.
+      await eventually(
+        () =>
+          createdIn.down > 20 &&
+          reads.filter((r) => r.phase === "down" && r.settledIn === "down").length > 4 &&
+          logins.some((l) => l.phase === "down" && l.settledIn === "down") &&
+          readiness.some((r) => r.phase === "down" && r.settledIn === "down"),
+        20_000,
+      );
       phase = "starting";
       await pgServer.start();
       phase = "back";
       backAt = performance.now();
       await sleep(BACK_MS);
+      await eventually(() => reads.filter((r) => r.phase === "back").length > 4, 20_000);
     } finally {
       running = false;
       await load;
