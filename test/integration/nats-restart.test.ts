@@ -1,15 +1,14 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
-import pino from "pino";
 import { v7 as uuidv7 } from "uuid";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadConfig } from "../../src/config.ts";
 import type { RecordedEvent } from "../../src/domain/events.ts";
 import { formatToken } from "../../src/domain/tokens.ts";
 import { createTessera, type Tessera } from "../../src/main.ts";
+import { capturingLogger, outageConfig } from "../support/outage.ts";
 import { type PrivateNats, startPrivateNats } from "../support/private-nats.ts";
 import { createTestDatabase, type TestDatabase, uniquePrefix } from "../support/services.ts";
-import { ADMIN_KEY, adminHeaders, eventually, TEST_JWT_PRIVATE_KEY } from "../support/tessera.ts";
+import { adminHeaders, eventually } from "../support/tessera.ts";
 
 /**
  * NATS stopped and started again under two Tessera instances (one prefix, one database, as a scaled-out
@@ -76,28 +75,10 @@ const rejections: unknown[] = [];
 const onRejection = (reason: unknown) => rejections.push(reason);
 
 async function startInstance(name: Name, natsUrl: string, databaseUrl: string): Promise<Tessera> {
-  const config = loadConfig({
-    NATS_URL: natsUrl,
-    DATABASE_URL: databaseUrl,
-    TESSERA_PREFIX: prefix,
-    TESSERA_ADMIN_KEY: ADMIN_KEY,
-    // Shared, so an Idempotency-Key retried on the other instance derives the same token.
-    TESSERA_IDEMPOTENCY_SECRET: "test-idempotency-secret",
-    TESSERA_JWT_PRIVATE_KEY: TEST_JWT_PRIVATE_KEY,
-    TESSERA_RATE_LIMIT_VALIDATE_PER_IP: "0",
-    TESSERA_RATE_LIMIT_TOKEN_PER_IP: "0",
-    TESSERA_RATE_LIMIT_TOKEN_PER_USERNAME: "0",
-    LOG_LEVEL: "silent",
-  });
   // The instance's own logger, kept in memory: the test reads what it said while NATS was away.
-  const logger = pino(
-    { level: "warn" },
-    {
-      write: (line: string) =>
-        void logLines.push({ ...(JSON.parse(line) as { level: number; msg?: string }), instance: name }),
-    },
-  );
-  return createTessera(config, { logger });
+  return createTessera(outageConfig({ natsUrl, databaseUrl, prefix }), {
+    logger: capturingLogger(logLines, { instance: name }),
+  });
 }
 
 beforeAll(async () => {

@@ -1,12 +1,11 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import pg from "pg";
-import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadConfig } from "../../src/config.ts";
 import { createTessera, type Tessera } from "../../src/main.ts";
+import { capturingLogger, outageConfig } from "../support/outage.ts";
 import { type PrivatePostgres, startPrivatePostgres } from "../support/private-postgres.ts";
 import { connectNats, NATS_URL, removeNatsPrefix, uniquePrefix } from "../support/services.ts";
-import { ADMIN_KEY, adminHeaders, eventually, TEST_JWT_PRIVATE_KEY } from "../support/tessera.ts";
+import { adminHeaders, eventually } from "../support/tessera.ts";
 
 /**
  * Postgres stopped and started again under a Tessera instance that is busy creating, validating and
@@ -56,24 +55,10 @@ beforeAll(async () => {
   process.on("uncaughtException", onRejection);
   postgres = await startPrivatePostgres();
   nc = await connectNats();
-  const config = loadConfig({
-    NATS_URL,
-    DATABASE_URL: postgres.url,
-    TESSERA_PREFIX: prefix,
-    TESSERA_ADMIN_KEY: ADMIN_KEY,
-    TESSERA_IDEMPOTENCY_SECRET: "test-idempotency-secret",
-    TESSERA_JWT_PRIVATE_KEY: TEST_JWT_PRIVATE_KEY,
-    TESSERA_RATE_LIMIT_VALIDATE_PER_IP: "0",
-    TESSERA_RATE_LIMIT_TOKEN_PER_IP: "0",
-    TESSERA_RATE_LIMIT_TOKEN_PER_USERNAME: "0",
-    LOG_LEVEL: "silent",
-  });
   // The instance's own logger, kept in memory: the test reads what it said while Postgres was away.
-  const logger = pino(
-    { level: "warn" },
-    { write: (line: string) => void logLines.push(JSON.parse(line) as { level: number; msg?: string }) },
-  );
-  tessera = await createTessera(config, { logger });
+  tessera = await createTessera(outageConfig({ natsUrl: NATS_URL, databaseUrl: postgres.url, prefix }), {
+    logger: capturingLogger(logLines),
+  });
   ({ id: pat } = await tessera.auth.directory.create({
     username: "pat",
     password: PASSWORD,
