@@ -54,6 +54,11 @@ type Acked = {
   invalidated: boolean;
   /** Its DELETE answered 503: the append may still have landed once NATS came back. */
   maybeInvalidated: boolean;
+  /**
+   * Its DELETE was sent. Until it is answered the session may already be ended in every replica (the
+   * append landed, the answer is still on its way — up to a timeout when NATS went away meanwhile).
+   */
+  invalidating: boolean;
 };
 type Answer = {
   on: Name;
@@ -168,6 +173,7 @@ describe("a NATS restart under two loaded instances", () => {
         key,
         invalidated: false,
         maybeInvalidated: false,
+        invalidating: false,
       };
       acked.set(session.id, entry);
       return entry;
@@ -192,6 +198,7 @@ describe("a NATS restart under two loaded instances", () => {
           if (i % 3 === 0) {
             // Ended on the other instance, which decides on the log, not on its memory.
             const ender = other(on);
+            entry.invalidating = true;
             const ended = await invalidate(ender, entry.id);
             if (ended.statusCode === 200) {
               entry.invalidated = true;
@@ -234,7 +241,7 @@ describe("a NATS restart under two loaded instances", () => {
     /** While NATS is away: live sessions the instance held in memory keep validating there. */
     const holder = async (on: Name) => {
       for (let i = 0; running; i++) {
-        const held = heldAtStop[on].filter((s) => !s.invalidated && !s.maybeInvalidated);
+        const held = heldAtStop[on].filter((s) => !s.invalidating);
         const session = held[i % Math.max(1, held.length)];
         if (session !== undefined && phase === "down") {
           const valid = await validate(on, session.token);
