@@ -1,9 +1,8 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { createInMemoryValidationStore } from "../../src/adapters/memory/validation-store.ts";
 import { CREDENTIAL_SHREDDER, createCredentialShredder } from "../../src/app/credential-shredder.ts";
-import type { ValidationStore } from "../../src/app/ports.ts";
 import type { RecordedEvent, SealedCredentials } from "../../src/domain/events.ts";
 import { metadata, newSessionId, sessionCreated } from "../contract/event-fixtures.ts";
+import { countingStore } from "../support/counting-checkpoints.ts";
 
 /**
  * The shredder follows the log with the process managers' checkpoint machinery: a run of events with
@@ -28,22 +27,6 @@ function invalidated(position: number, sessionId: string): RecordedEvent {
     stream: stream(sessionId),
     position,
   } as RecordedEvent;
-}
-
-function countingStore() {
-  const store = createInMemoryValidationStore();
-  const calls = { get: 0, set: 0 };
-  const checkpoints: Pick<ValidationStore, "getCheckpoint" | "setCheckpoint"> = {
-    getCheckpoint: (name) => {
-      calls.get++;
-      return store.getCheckpoint(name);
-    },
-    setCheckpoint: (name, position) => {
-      calls.set++;
-      return store.setCheckpoint(name, position);
-    },
-  };
-  return { store, checkpoints, calls };
 }
 
 describe("credential shredder checkpoints", () => {

@@ -1,10 +1,9 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { createInMemoryValidationStore } from "../../src/adapters/memory/validation-store.ts";
-import type { ValidationStore } from "../../src/app/ports.ts";
 import { createRecycleProcessManager } from "../../src/app/recycle-process-manager.ts";
 import type { RecordedEvent } from "../../src/domain/events.ts";
 import { CheckpointConflictError } from "../../src/projections/runner.ts";
 import { metadata, newSessionId, sessionCreated, userClaimsChanged } from "../contract/event-fixtures.ts";
+import { countingStore } from "../support/counting-checkpoints.ts";
 import { eventually } from "../support/tessera.ts";
 
 /**
@@ -19,22 +18,6 @@ function recorded(position: number, userEvent: boolean): RecordedEvent {
     ? { category: "user" as const, id: "u1" }
     : { category: "session" as const, id: "s" };
   return { ...event, metadata: metadata(), stream, position } as RecordedEvent;
-}
-
-function countingStore() {
-  const store = createInMemoryValidationStore();
-  const calls = { get: 0, set: 0 };
-  const checkpoints: Pick<ValidationStore, "getCheckpoint" | "setCheckpoint"> = {
-    getCheckpoint: (name) => {
-      calls.get++;
-      return store.getCheckpoint(name);
-    },
-    setCheckpoint: (name, position) => {
-      calls.set++;
-      return store.setCheckpoint(name, position);
-    },
-  };
-  return { store, checkpoints, calls };
 }
 
 describe("recycle process manager checkpoints", () => {
