@@ -242,7 +242,9 @@ describe("session decider properties", () => {
           }
         }
       }),
-      RUNS,
+      // Three times the runs of the others: touches fall inside or outside the interval 110-160 times each
+      // in 500 runs, too close to the coverage floor below for a test that must not flake.
+      { numRuns: RUNS.numRuns * 3 },
     );
     expect(inside).toBeGreaterThan(100);
     expect(outside).toBeGreaterThan(100);

@@ -44,6 +44,11 @@ export function trackConnection(nc: NatsConnection): void {
     .finally(wake);
 }
 
+/** What a caller is told while the connection is down: `what` (an adapter) is unavailable. */
+export function natsDown(what: string): DependencyUnavailableError {
+  return new DependencyUnavailableError(what, new Error("the NATS connection is down"));
+}
+
 export function isNatsConnected(nc: NatsConnection): boolean {
   return !nc.isClosed() && (tracked.get(nc)?.connected ?? true);
 }
@@ -59,17 +64,16 @@ export function whenConnected(
 ): Promise<void> {
   if (isNatsConnected(nc)) return Promise.resolve();
   const state = tracked.get(nc);
-  const unavailable = () => new DependencyUnavailableError(what, new Error("the NATS connection is down"));
-  if (state === undefined || nc.isClosed()) return Promise.reject(unavailable());
+  if (state === undefined || nc.isClosed()) return Promise.reject(natsDown(what));
   return new Promise((resolve, reject) => {
     const waiter = () => {
       clearTimeout(timer);
       if (isNatsConnected(nc)) resolve();
-      else reject(unavailable());
+      else reject(natsDown(what));
     };
     const timer = setTimeout(() => {
       state.reconnected.delete(waiter);
-      reject(unavailable());
+      reject(natsDown(what));
     }, graceMs);
     state.reconnected.add(waiter);
   });

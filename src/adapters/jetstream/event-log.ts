@@ -19,7 +19,6 @@ import {
   RequestError,
   TimeoutError,
 } from "@nats-io/transport-node";
-import { DependencyUnavailableError } from "../../app/unavailable.ts";
 import type { DomainEvent, EventMetadata, RecordedEvent, StreamName } from "../../domain/events.ts";
 import {
   type AppendOptions,
@@ -38,7 +37,7 @@ import {
 } from "../codec/event-codec.ts";
 import { assertAppendOptions, assertFollowOptions } from "../codec/event-log-guards.ts";
 import { createBatchHandover } from "./batch-handover.ts";
-import { isNatsConnected, whenConnected } from "./connection-state.ts";
+import { isNatsConnected, natsDown, whenConnected } from "./connection-state.ts";
 import { ensureEventStream } from "./event-stream.ts";
 import { headerBlockMentions } from "./header-peek.ts";
 import { createRecentDecodes } from "./recent-decodes.ts";
@@ -129,10 +128,8 @@ export async function createJetStreamEventLog(options: JetStreamEventLogOptions)
   };
   const disconnected = () => options.failWhileDisconnected === true && !isNatsConnected(nc);
   const assertConnected = () => {
-    if (disconnected()) throw unavailableWhileDown();
+    if (disconnected()) throw natsDown("event log");
   };
-  const unavailableWhileDown = () =>
-    new DependencyUnavailableError("event log", new Error("the NATS connection is down"));
   /** Undefined while connected (no promise on the hot path), else when it is back or has failed. */
   const reconnected = () => (disconnected() ? whenConnected(nc, "event log") : undefined);
 

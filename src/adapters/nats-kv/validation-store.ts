@@ -3,9 +3,8 @@ import { type KV, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { forEachBounded } from "../../app/for-each-bounded.ts";
 import type { ValidationStore } from "../../app/ports.ts";
-import { DependencyUnavailableError } from "../../app/unavailable.ts";
 import type { UserValidationEntry, ValidationEntry } from "../../projections/validation-entry.ts";
-import { isNatsConnected } from "../jetstream/connection-state.ts";
+import { isNatsConnected, natsDown } from "../jetstream/connection-state.ts";
 import { natsFailure } from "../jetstream/unavailable.ts";
 import {
   compactUserValidationEntry,
@@ -203,9 +202,7 @@ export function isRevisionConflict(error: unknown): boolean {
  * once while the connection is known to be down rather than after the client's 5 s request timeout.
  */
 async function readValue(nc: NatsConnection, kv: KV, key: string): Promise<Uint8Array | undefined> {
-  if (!isNatsConnected(nc)) {
-    throw new DependencyUnavailableError("validation store", new Error("the NATS connection is down"));
-  }
+  if (!isNatsConnected(nc)) throw natsDown("validation store");
   const entry = await kv.get(key).catch((error: unknown) => {
     throw natsFailure("validation store", error);
   });
