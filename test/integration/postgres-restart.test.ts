@@ -349,7 +349,7 @@ describe("a Postgres restart under load", () => {
     expect(rejections).toEqual([]);
     expect(logLines.filter((line) => line.level >= 50)).toEqual([]);
     expect(logLines.some((line) => line.msg === "projection retrying")).toBe(true);
-  }, 40_000);
+  }, 90_000);
 });
 
 function requireValue<T>(value: T | undefined): T {

@@ -328,7 +328,8 @@ describe("logs at debug level", () => {
     expect(output).toContain('"url":"/.well-known/oauth-protected-resource/mcp/u/tss_[redacted]"');
     expect(output).not.toContain(created.token.slice(-43));
     expect(output).not.toContain(created.token);
-  });
+    // A real process starting an embedded database: up to 30 s on a busy machine (the wait above).
+  }, 60_000);
 });
 
 describe("traces", () => {
