@@ -5,9 +5,6 @@ import type { IdGenerator } from "../../domain/ports.ts";
 import { requestTraceparent } from "../otel/http-tracing.ts";
 import { checkedIdempotencyKey, idempotentCommandId } from "../session-ops/idempotency-key.ts";
 
-// The key's rule and scope are shared with the other transports (session-ops/idempotency-key.ts).
-export { principalKey } from "../session-ops/idempotency-key.ts";
-
 /** The Idempotency-Key header, validated; undefined when absent. */
 export function idempotencyKeyOf(request: FastifyRequest): string | undefined {
   return checkedIdempotencyKey(request.headers["idempotency-key"], "Idempotency-Key");

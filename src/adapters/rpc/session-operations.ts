@@ -3,11 +3,8 @@ import { isAdmin, type Principal } from "../../app/access.ts";
 import type { CommandContext } from "../../app/command-handler.ts";
 import type { SessionReadModel } from "../../app/ports.ts";
 import type { SessionService } from "../../app/session-service.ts";
-import { DependencyUnavailableError } from "../../app/unavailable.ts";
 import type { RequestFacts, Validator } from "../../app/validator.ts";
 import type { Clock, IdGenerator } from "../../domain/ports.ts";
-import type { ExistingSession } from "../../domain/session-state.ts";
-import type { ValidationEntry } from "../../projections/validation-entry.ts";
 import { HttpProblem, unauthorized } from "../http/problem.ts";
 import {
   createSessionBody,
@@ -17,7 +14,6 @@ import {
   sessionIdParams,
   userIdText,
   validateBody,
-  viewFromEntry,
 } from "../http/schemas.ts";
 import { authorizeCreate, createInput } from "../session-ops/create.ts";
 import {
@@ -26,6 +22,7 @@ import {
   idempotentCommandId,
 } from "../session-ops/idempotency-key.ts";
 import { createSessionOps } from "../session-ops/operations.ts";
+import { answerForValid, type CheckJwtClaims } from "../session-ops/valid-answer.ts";
 
 /**
  * The session operations of REST's `/v1/sessions` routes for the other transports (WebSocket JSON-RPC,
@@ -53,13 +50,7 @@ export type SessionOperationsDeps = {
   clock: Clock;
   ids: IdGenerator;
   /** A gateway's IdP `jwt` next to the token (as REST's validate): does it still agree with the session? */
-  checkJwtClaims?:
-    | ((
-        entry: ValidationEntry,
-        jwt: string,
-        facts: RequestFacts,
-      ) => Promise<{ ok: true } | { ok: false; reason: string }>)
-    | undefined;
+  checkJwtClaims?: CheckJwtClaims | undefined;
 };
 
 // REST's body and query schemas; path ids join them as `id`, REST's headers join them under their own
@@ -124,25 +115,11 @@ export function createSessionOperations(deps: SessionOperationsDeps) {
       if (token === undefined) return { valid: false as const, reason: "malformed" };
       const outcome = await deps.validator.validate(token, facts);
       if (!outcome.valid) return { valid: false as const, reason: outcome.reason as string };
-      const entry = outcome.entry;
-      if (body.jwt !== undefined) {
-        const verdict = deps.checkJwtClaims
-          ? await deps.checkJwtClaims(entry, body.jwt, facts)
-          : { ok: false as const, reason: "malformed" };
-        if (!verdict.ok) return { valid: false as const, reason: verdict.reason };
-      }
-      const user = { id: entry.userId, username: entry.username, roles: entry.roles, groups: entry.groups };
-      let session: ExistingSession | undefined;
-      try {
-        session = await service.getAtLeast(entry.sessionId, entry.position);
-      } catch (error) {
-        if (!(error instanceof DependencyUnavailableError)) throw error;
-        // As REST does while NATS is away: memory judged it valid; the view is the entry's (REST's
-        // Tessera-Session-View: partial header is `partial_view` here).
-        return { valid: true as const, session: viewFromEntry(entry), user, partial_view: true };
-      }
-      if (!session) return { valid: false as const, reason: "not_found" };
-      return { valid: true as const, session: view(session), user };
+      const answer = await answerForValid(deps, outcome.entry, body.jwt, facts);
+      if (!answer.valid) return answer;
+      // REST's Tessera-Session-View: partial header is `partial_view` here.
+      const { partial, ...valid } = answer;
+      return partial ? { ...valid, partial_view: true } : valid;
     },
 
     /** GET /v1/sessions/{id}. */

@@ -2,26 +2,20 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { SessionService } from "../../../app/session-service.ts";
-import { DependencyUnavailableError } from "../../../app/unavailable.ts";
 import type { RequestFacts, Validator } from "../../../app/validator.ts";
 import type { Clock } from "../../../domain/ports.ts";
 import type { ExistingSession } from "../../../domain/session-state.ts";
 import type { ValidationEntry } from "../../../projections/validation-entry.ts";
+import { answerForValid, type CheckJwtClaims, userOf } from "../../session-ops/valid-answer.ts";
 import { requestFacts } from "../authenticate.ts";
 import { compiledSerializer } from "../compiled-serializer.ts";
 import { BEARER_CHALLENGE, INVALID_TOKEN_CHALLENGE } from "../problem.ts";
 import { quickValidator } from "../quick-validator.ts";
-import { sessionView, validateBody, viewFromEntry, viewFromState } from "../schemas.ts";
+import { sessionView, validateBody, viewFromState } from "../schemas.ts";
 
-/**
- * A gateway's `jwt` next to the token: does the caller's IdP token still agree with the session (same
- * subject, same roles and groups)? A difference records the change and recycles (see idp-sessions.ts).
- */
-export type CheckJwtClaims = (
-  entry: ValidationEntry,
-  jwt: string,
-  facts: { ip?: string | undefined; userAgent?: string | undefined },
-) => Promise<{ ok: true } | { ok: false; reason: string }>;
+// A gateway's `jwt` next to the token: does the caller's IdP token still agree with the session (same
+// subject, same roles and groups)? A difference records the change and recycles (see idp-sessions.ts).
+export type { CheckJwtClaims } from "../../session-ops/valid-answer.ts";
 
 export type ValidateRouteDeps = {
   service: SessionService;
@@ -99,42 +93,27 @@ export function registerValidateRoute(fastify: FastifyInstance, deps: ValidateRo
     await answerValid(outcome.entry, facts, jwt, reply);
   }
 
-  /** A valid token's answer once the IdP token (if any) agrees and the session's state is at hand. */
+  /** A valid token's answer once the IdP token (if any) agrees and the session's view is at hand. */
   async function answerValid(
     entry: ValidationEntry,
     facts: RequestFacts,
     jwt: string | undefined,
     reply: FastifyReply,
   ): Promise<void> {
-    if (jwt !== undefined) {
-      const verdict = deps.checkJwtClaims
-        ? await deps.checkJwtClaims(entry, jwt, facts)
-        : { ok: false as const, reason: "malformed" };
-      if (!verdict.ok) {
-        refuse(reply, verdict.reason);
-        return;
-      }
+    const answer = await answerForValid(deps, entry, jwt, facts);
+    if (!answer.valid) refuse(reply, answer.reason);
+    else {
+      // A view from the validation entry (NATS away): it lacks the create's client, address, user agent and
+      // metadata, and says so.
+      if (answer.partial) reply.header("tessera-session-view", "partial");
+      reply.send({ valid: true as const, session: answer.session, user: answer.user });
     }
-    let session: ExistingSession | undefined;
-    try {
-      session = await service.getAtLeast(entry.sessionId, entry.position);
-    } catch (error) {
-      if (!(error instanceof DependencyUnavailableError)) throw error;
-      // NATS is away and the session is not cached at this position: memory has judged the token valid, so
-      // it stays valid (a 503 would fail every gateway's request), with what memory knows of it — and says
-      // that the view lacks the create's client, address, user agent and metadata.
-      reply.header("tessera-session-view", "partial").send(validAnswer(entry, undefined));
-      return;
-    }
-    if (!session) refuse(reply, "not_found");
-    else reply.send(validAnswer(entry, session));
   }
 
-  /** Without the session's state (NATS away, see answerValid): the view is built from the entry. */
-  const validAnswer = (e: ValidationEntry, session: ExistingSession | undefined) => ({
+  const validAnswer = (e: ValidationEntry, session: ExistingSession) => ({
     valid: true as const,
-    session: session === undefined ? viewFromEntry(e) : view(session),
-    user: { id: e.userId, username: e.username, roles: e.roles, groups: e.groups },
+    session: view(session),
+    user: userOf(e),
   });
 }
 
