@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { toFailure } from "../../src/adapters/mcp/tool-results.ts";
 import { DependencyUnavailableError } from "../../src/app/unavailable.ts";
 import type { Tessera } from "../../src/main.ts";
@@ -23,90 +23,75 @@ const outage = () =>
   new DependencyUnavailableError("database", new Error("connect ECONNREFUSED 10.1.2.3:5432 (secret-host)"));
 
 describe("an unavailable dependency at the edges", () => {
+  // Each test makes one dependency fail through a spy; the next starts with it working again.
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+
   it("a listing answers 503 service_unavailable problem+json with Retry-After", async () => {
-    const down = vi.spyOn(tessera.readModel, "listSessions").mockRejectedValue(outage());
-    try {
-      const response = await tessera.app.inject({
-        method: "GET",
-        url: "/v1/sessions",
-        headers: adminHeaders,
-      });
-      expect(response.statusCode).toBe(503);
-      expect(response.headers["content-type"]).toContain("application/problem+json");
-      expect(response.headers["retry-after"]).toBe("1");
-      expect(response.json()).toMatchObject({
-        status: 503,
-        code: "service_unavailable",
-        detail: "The database is unavailable; retry shortly",
-        instance: "/v1/sessions",
-      });
-      expect(response.body).not.toContain("secret-host");
-    } finally {
-      down.mockRestore();
-    }
+    vi.spyOn(tessera.readModel, "listSessions").mockRejectedValue(outage());
+    const response = await tessera.app.inject({
+      method: "GET",
+      url: "/v1/sessions",
+      headers: adminHeaders,
+    });
+    expect(response.statusCode).toBe(503);
+    expect(response.headers["content-type"]).toContain("application/problem+json");
+    expect(response.headers["retry-after"]).toBe("1");
+    expect(response.json()).toMatchObject({
+      status: 503,
+      code: "service_unavailable",
+      detail: "The database is unavailable; retry shortly",
+      instance: "/v1/sessions",
+    });
+    expect(response.body).not.toContain("secret-host");
   });
 
   it("a scrape of /metrics still answers, the active-session gauge keeping its last count", async () => {
     const down = vi.spyOn(tessera.readModel, "stats").mockRejectedValue(outage());
-    try {
-      const response = await tessera.app.inject({ method: "GET", url: "/metrics" });
-      expect(response.statusCode).toBe(200);
-      expect(response.body).toContain("tessera_validation_view_sessions");
-      expect(response.body).toMatch(/^tessera_active_sessions \d+$/m);
-      expect(down).toHaveBeenCalled();
-    } finally {
-      down.mockRestore();
-    }
+    const response = await tessera.app.inject({ method: "GET", url: "/metrics" });
+    expect(response.statusCode).toBe(200);
+    expect(response.body).toContain("tessera_validation_view_sessions");
+    expect(response.body).toMatch(/^tessera_active_sessions \d+$/m);
+    expect(down).toHaveBeenCalled();
   });
 
   it("so do statistics when the read model's checkpoint cannot be read", async () => {
-    const down = vi.spyOn(tessera.readModel, "checkpoint").mockRejectedValue(outage());
-    try {
-      const response = await tessera.app.inject({
-        method: "GET",
-        url: "/v1/sessions/stats",
-        headers: adminHeaders,
-      });
-      expect(response.statusCode).toBe(503);
-      expect(response.json()).toMatchObject({ code: "service_unavailable" });
-    } finally {
-      down.mockRestore();
-    }
+    vi.spyOn(tessera.readModel, "checkpoint").mockRejectedValue(outage());
+    const response = await tessera.app.inject({
+      method: "GET",
+      url: "/v1/sessions/stats",
+      headers: adminHeaders,
+    });
+    expect(response.statusCode).toBe(503);
+    expect(response.json()).toMatchObject({ code: "service_unavailable" });
   });
 
   it("any other failure stays a 500 internal_error", async () => {
-    const broken = vi.spyOn(tessera.readModel, "listSessions").mockRejectedValue(new Error("a bug"));
-    try {
-      const response = await tessera.app.inject({
-        method: "GET",
-        url: "/v1/sessions",
-        headers: adminHeaders,
-      });
-      expect(response.statusCode).toBe(500);
-      expect(response.json()).toMatchObject({ code: "internal_error" });
-      expect(response.headers["retry-after"]).toBeUndefined();
-    } finally {
-      broken.mockRestore();
-    }
+    vi.spyOn(tessera.readModel, "listSessions").mockRejectedValue(new Error("a bug"));
+    const response = await tessera.app.inject({
+      method: "GET",
+      url: "/v1/sessions",
+      headers: adminHeaders,
+    });
+    expect(response.statusCode).toBe(500);
+    expect(response.json()).toMatchObject({ code: "internal_error" });
+    expect(response.headers["retry-after"]).toBeUndefined();
   });
 
   it("a password login answers RFC 6749 temporarily_unavailable with Retry-After", async () => {
-    const down = vi.spyOn(tessera.auth.directory, "verifyCredentials").mockRejectedValue(outage());
-    try {
-      const response = await tessera.app.inject({
-        method: "POST",
-        url: "/v1/auth/token",
-        payload: { grant_type: "password", username: "demo", password: "demo123!" },
-      });
-      expect(response.statusCode).toBe(503);
-      expect(response.headers["retry-after"]).toBe("1");
-      expect(response.json()).toEqual({
-        error: "temporarily_unavailable",
-        error_description: "The database is unavailable; retry shortly",
-      });
-    } finally {
-      down.mockRestore();
-    }
+    vi.spyOn(tessera.auth.directory, "verifyCredentials").mockRejectedValue(outage());
+    const response = await tessera.app.inject({
+      method: "POST",
+      url: "/v1/auth/token",
+      payload: { grant_type: "password", username: "demo", password: "demo123!" },
+    });
+    expect(response.statusCode).toBe(503);
+    expect(response.headers["retry-after"]).toBe("1");
+    expect(response.json()).toEqual({
+      error: "temporarily_unavailable",
+      error_description: "The database is unavailable; retry shortly",
+    });
   });
 
   it("an MCP tool reports NOT_AVAILABLE, as an expected failure", () => {
