@@ -9,6 +9,7 @@ import {
   initializeMessage,
   listen,
   MCP_ACCEPT,
+  MCP_TOOL_NAMES,
   rawPost,
   structured,
   userSession,
@@ -67,16 +68,7 @@ describe("MCP sessions are Tessera sessions", () => {
     expect(Date.parse(view.idle_expires_at ?? "")).toBeGreaterThan(Date.now() + 29 * 60_000);
     expect(mcp.client.getServerVersion()?.name).toBe("tessera");
     const tools = await mcp.client.listTools();
-    expect(tools.tools.map((tool) => tool.name).sort()).toEqual([
-      "create-browser-context",
-      "create-session",
-      "delete-session",
-      "list-sessions",
-      "recycle-sessions",
-      "renew-session",
-      "session-stats",
-      "validate-session",
-    ]);
+    expect(tools.tools.map((tool) => tool.name).sort()).toEqual(MCP_TOOL_NAMES);
     for (const tool of tools.tools) {
       expect(tool.description?.length ?? 0, tool.name).toBeGreaterThan(40);
       expect(tool.outputSchema, tool.name).toBeDefined();

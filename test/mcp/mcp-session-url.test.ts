@@ -26,6 +26,7 @@ import {
   initializeMessage,
   listen,
   MCP_ACCEPT,
+  MCP_TOOL_NAMES,
   type McpConnection,
   structured,
 } from "./support.ts";
@@ -101,16 +102,7 @@ describe("session URL", () => {
     const mcpSessionId = connection.transport.sessionId;
     expect(mcpSessionId).toMatch(/^tss_/);
     const tools = await connection.client.listTools();
-    expect(tools.tools.map((tool) => tool.name).sort()).toEqual([
-      "create-browser-context",
-      "create-session",
-      "delete-session",
-      "list-sessions",
-      "recycle-sessions",
-      "renew-session",
-      "session-stats",
-      "validate-session",
-    ]);
+    expect(tools.tools.map((tool) => tool.name).sort()).toEqual(MCP_TOOL_NAMES);
     // The URL's session's own permissions: a user, who sees only their own sessions.
     const listed = structured<{ sessions: Array<{ id: string; userId: string; kind: string }> }>(
       await callTool(connection, "list-sessions", { status: "all" }),

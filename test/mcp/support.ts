@@ -115,3 +115,15 @@ export async function httpFailure(action: () => Promise<unknown>): Promise<numbe
   }
   throw new Error("expected the call to fail");
 }
+
+/** Every tool /mcp lists, sorted: the seed's four and Tessera's own. */
+export const MCP_TOOL_NAMES = [
+  "create-browser-context",
+  "create-session",
+  "delete-session",
+  "list-sessions",
+  "recycle-sessions",
+  "renew-session",
+  "session-stats",
+  "validate-session",
+];
