@@ -1,8 +1,8 @@
 import { type Kysely, sql } from "kysely";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { plainArray, textArray } from "../../src/adapters/postgres/array-literal.ts";
 import type { Database } from "../../src/adapters/postgres/schema.ts";
-import { backends } from "./backends.ts";
+import { backends, useBackend } from "./backends.ts";
 
 /** The array literals the sessions upsert sends must come back from Postgres exactly as written. */
 
@@ -27,16 +27,9 @@ const awkwardText = [
 
 describe.each(backends)("array literals on $name", (backend) => {
   let db: Kysely<Database>;
-  let dispose: () => Promise<void>;
 
-  beforeAll(async () => {
-    const opened = await backend.open();
-    db = opened.handle.db;
-    dispose = opened.dispose;
-  });
-
-  afterAll(async () => {
-    await dispose?.();
+  useBackend(backend, (handle) => {
+    db = handle.db;
   });
 
   const roundTrip = async <T>(literal: string, type: string) => {

@@ -1,3 +1,4 @@
+import { afterAll, beforeAll } from "vitest";
 import { type DatabaseHandle, openDatabase } from "../../src/adapters/postgres/database.ts";
 import { createTestDatabase } from "../support/services.ts";
 
@@ -27,3 +28,19 @@ export const backends: Backend[] = [
     },
   },
 ];
+
+/**
+ * Opens `backend` before the enclosing describe's tests and disposes of it after them; `onOpen` gets the
+ * handle (to keep its `db`, build read models on it).
+ */
+export function useBackend(backend: Backend, onOpen: (handle: DatabaseHandle) => void): void {
+  let dispose: (() => Promise<void>) | undefined;
+  beforeAll(async () => {
+    const opened = await backend.open();
+    dispose = opened.dispose;
+    onOpen(opened.handle);
+  });
+  afterAll(async () => {
+    await dispose?.();
+  });
+}

@@ -1,5 +1,5 @@
 import { type Kysely, sql } from "kysely";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createInMemoryEventLog } from "../../src/adapters/memory/event-log.ts";
 import type { Database } from "../../src/adapters/postgres/schema.ts";
 import { createSessionProjection } from "../../src/adapters/postgres/session-projection.ts";
@@ -14,7 +14,7 @@ import {
   runProjection,
   waitForCheckpoint,
 } from "../../src/projections/runner.ts";
-import { backends } from "./backends.ts";
+import { backends, useBackend } from "./backends.ts";
 import { type EventFactory, eventLog } from "./fixtures.ts";
 
 /** Appends hand-built events to a real (in-memory) event log, each at its stream's current version. */
@@ -34,21 +34,14 @@ async function appendAll(log: EventLog, events: RecordedEvent[]): Promise<number
 
 describe.each(backends)("projection runner on $name with the in-memory event log", (backend) => {
   let db: Kysely<Database>;
-  let dispose: () => Promise<void>;
   let readModel: SessionReadModel;
   let log: EventLog;
   let events: EventFactory;
   const runners: { controller: AbortController; running: Promise<void> }[] = [];
 
-  beforeAll(async () => {
-    const opened = await backend.open();
-    db = opened.handle.db;
-    dispose = opened.dispose;
+  useBackend(backend, (handle) => {
+    db = handle.db;
     readModel = createSessionReadModel(db);
-  });
-
-  afterAll(async () => {
-    await dispose?.();
   });
 
   beforeEach(async () => {

@@ -1,5 +1,5 @@
 import { type Kysely, sql } from "kysely";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import { createInMemoryEventLog } from "../../src/adapters/memory/event-log.ts";
 import { catchUpInto } from "../../src/adapters/postgres/rebuild.ts";
 import type { Database } from "../../src/adapters/postgres/schema.ts";
@@ -11,7 +11,7 @@ import {
 import type { RecordedEvent } from "../../src/domain/events.ts";
 import type { EventLog } from "../../src/domain/ports.ts";
 import { catchUp } from "../../src/projections/runner.ts";
-import { backends } from "./backends.ts";
+import { backends, useBackend } from "./backends.ts";
 import { type EventFactory, eventLog } from "./fixtures.ts";
 
 /**
@@ -93,16 +93,9 @@ async function logOf(events: RecordedEvent[]): Promise<EventLog> {
 
 describe.each(backends)("the sessions rebuild target on $name", (backend) => {
   let db: Kysely<Database>;
-  let dispose: () => Promise<void>;
 
-  beforeAll(async () => {
-    const opened = await backend.open();
-    db = opened.handle.db;
-    dispose = opened.dispose;
-  });
-
-  afterAll(async () => {
-    await dispose?.();
+  useBackend(backend, (handle) => {
+    db = handle.db;
   });
 
   beforeEach(async () => {

@@ -1,11 +1,11 @@
 import { type Kysely, sql } from "kysely";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { textArray } from "../../src/adapters/postgres/array-literal.ts";
 import { isoInstant } from "../../src/adapters/postgres/iso-instant.ts";
 import type { Database } from "../../src/adapters/postgres/schema.ts";
 import { jsonArray } from "../../src/adapters/postgres/session-upsert.ts";
 import { toStorableJsonText } from "../../src/domain/storable-text.ts";
-import { backends } from "./backends.ts";
+import { backends, useBackend } from "./backends.ts";
 
 /** The shortcuts the session rows take when they are written must give what the plain ways give. */
 
@@ -52,16 +52,9 @@ describe("isoInstant", () => {
 
 describe.each(backends)("jsonArray on $name", (backend) => {
   let db: Kysely<Database>;
-  let dispose: () => Promise<void>;
 
-  beforeAll(async () => {
-    const opened = await backend.open();
-    db = opened.handle.db;
-    dispose = opened.dispose;
-  });
-
-  afterAll(async () => {
-    await dispose?.();
+  useBackend(backend, (handle) => {
+    db = handle.db;
   });
 
   it("comes back from a jsonb[] parameter as the documents it was made of", async () => {

@@ -1,5 +1,5 @@
 import { type Kysely, sql } from "kysely";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import { createAuditProjection } from "../../src/adapters/postgres/audit-projection.ts";
 import { createAuditReadModel } from "../../src/adapters/postgres/audit-read-model.ts";
 import {
@@ -13,7 +13,7 @@ import { createSessionReadModel } from "../../src/adapters/postgres/session-read
 import { createSessionRebuildTarget } from "../../src/adapters/postgres/session-rebuild.ts";
 import type { RecordedEvent } from "../../src/domain/events.ts";
 import { catchUp } from "../../src/projections/runner.ts";
-import { backends } from "./backends.ts";
+import { backends, useBackend } from "./backends.ts";
 import { at, eventLog } from "./fixtures.ts";
 
 /**
@@ -83,16 +83,9 @@ function history() {
 
 describe.each(backends)("text Postgres cannot store, on $name", (backend) => {
   let db: Kysely<Database>;
-  let dispose: () => Promise<void>;
 
-  beforeAll(async () => {
-    const opened = await backend.open();
-    db = opened.handle.db;
-    dispose = opened.dispose;
-  });
-
-  afterAll(async () => {
-    await dispose?.();
+  useBackend(backend, (handle) => {
+    db = handle.db;
   });
 
   beforeEach(async () => {
