@@ -21,6 +21,11 @@ const flag = z
   .enum(["true", "false", "1", "0", "yes", "no", ""])
   .default("false")
   .transform((value) => value === "true" || value === "1" || value === "yes");
+/** A flag that is on unless set to false, 0 or no. */
+const flagOn = z
+  .enum(["true", "false", "1", "0", "yes", "no", ""])
+  .default("true")
+  .transform((value) => value !== "false" && value !== "0" && value !== "no");
 const optionalText = z
   .string()
   .optional()
@@ -85,6 +90,7 @@ const environmentSchema = z.object({
   TESSERA_TLS_KEY_FILE: optionalText,
   TESSERA_TLS_CA_FILE: optionalText,
   TESSERA_BODY_LIMIT_BYTES: envNumber(z.number().int().min(1024).max(10_485_760), 65_536),
+  TESSERA_HTTP_FAST_VALIDATE: flagOn,
   TESSERA_INSTANCE_ID: optionalText,
   TESSERA_READY_REQUIRES: z
     .string()
@@ -141,6 +147,8 @@ export type Config = {
   multiUser: boolean;
   tls: { certFile: string; keyFile: string; caFile: string | undefined } | undefined;
   bodyLimitBytes: number;
+  /** Answer POST /v1/sessions/validate before Fastify where it can (src/adapters/http/fast-validate.ts). */
+  fastValidate: boolean;
   instanceId: string | undefined;
   /** The /readyz checks whose failure answers 503; the others answer 200 `degraded`. */
   readyRequires: ReadonlyArray<(typeof READINESS_CHECKS)[number]>;
@@ -273,6 +281,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
           }
         : undefined,
     bodyLimitBytes: e.TESSERA_BODY_LIMIT_BYTES,
+    fastValidate: e.TESSERA_HTTP_FAST_VALIDATE,
     instanceId: e.TESSERA_INSTANCE_ID,
     readyRequires: e.TESSERA_READY_REQUIRES,
     logLevel: e.LOG_LEVEL,

@@ -319,6 +319,7 @@ export async function startApplication(
         ids,
         authenticate,
         bodyLimitBytes: config.bodyLimitBytes,
+        fastPath: config.fastValidate,
         logLevel: config.logLevel,
         // Embedded mode's in-memory log stands where NATS would (its check is `event_log`).
         readyRequires: new Set(

@@ -14,6 +14,7 @@ import { logRefusal } from "./access-denied-log.ts";
 import { requestLogView } from "./log-serializers.ts";
 import { registerNotFound } from "./not-found.ts";
 import { DOMAIN_STATUS, HttpProblem, sendProblem } from "./problem.ts";
+import { rawRoutesServerFactory } from "./raw-routes.ts";
 import { addStaticHeaders } from "./request-lifecycle.ts";
 import { type HealthDeps, registerHealthRoutes } from "./routes/health.ts";
 import { registerSessionRoutes, type SessionRouteDeps } from "./routes/sessions.ts";
@@ -42,7 +43,10 @@ export async function buildHttpApp(
   deps: HttpAppDeps,
   options: { https?: { key: Buffer; cert: Buffer; ca?: Buffer } | undefined } = {},
 ) {
+  // POST /v1/sessions/validate is mostly answered before Fastify (fast-validate.ts).
+  const rawRoutes = rawRoutesServerFactory(options.https);
   const app = Fastify({
+    serverFactory: rawRoutes.serverFactory,
     logger: {
       level: deps.logLevel,
       // Tokens travel in headers and bodies; neither is ever logged.
@@ -72,6 +76,7 @@ export async function buildHttpApp(
     ...(options.https ? { https: options.https } : {}),
   }).withTypeProvider<ZodTypeProvider>();
 
+  rawRoutes.attach(app);
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   // Bodies are JSON. Forms are accepted only by the routes that document them (acceptFormBodies), and

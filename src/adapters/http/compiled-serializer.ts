@@ -15,9 +15,17 @@ import { type ZodType, z } from "zod";
  * A schema JSON Schema cannot express (a transform, a custom type) keeps the zod serializer.
  */
 export function compiledSerializer<S>(route: FastifyRouteSchemaDef<S>): (data: unknown) => string {
+  return compileResponseSerializer(route.schema as ZodType, route);
+}
+
+/** The same, for a response schema outside a route (the fast validation path's answers). */
+export function compileResponseSerializer(
+  schema: ZodType,
+  route: FastifyRouteSchemaDef<unknown> = { schema, method: "POST", url: "/" },
+): (data: unknown) => string {
   let jsonSchema: Record<string, unknown>;
   try {
-    jsonSchema = z.toJSONSchema(route.schema as ZodType, {
+    jsonSchema = z.toJSONSchema(schema, {
       target: "draft-7",
       io: "output",
       unrepresentable: "throw",

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyRequest, onRequestHookHandler } from "fastify";
 import type { RateLimitCounter, RateLimitVerdict } from "../../app/rate-limit-counter.ts";
 import { localFixedWindows } from "../memory/rate-limit-counter.ts";
+import { handedOver } from "./fast-validate.ts";
 import { HttpProblem } from "./problem.ts";
 
 /**
@@ -51,6 +52,13 @@ export function fixedWindowLimiter(
   return (key) => check(key, max);
 }
 
+const validationLimits = new WeakMap<FastifyInstance, (key: string) => number | undefined>();
+
+/** The validation limit's counter on this app, for the fast path (undefined: no limit). */
+export function validationRateLimitOf(app: FastifyInstance) {
+  return validationLimits.get(app);
+}
+
 /**
  * Registers the validation limit. Must run before the routes are registered: the validation route is
  * picked up as it is added.
@@ -59,7 +67,13 @@ export function rateLimitPlugin(settings: RateLimitSettings) {
   return async (app: FastifyInstance) => {
     if (settings.validatePerIp <= 0) return;
     const check = fixedWindowLimiter(settings.validatePerIp, settings.windowSeconds * 1000);
+    validationLimits.set(app, check);
     const hook: onRequestHookHandler = (request, _reply, done) => {
+      // Counted already by the fast path, which then handed the request over (fast-validate.ts).
+      if (handedOver(request.raw)?.rateLimitCounted === true) {
+        done();
+        return;
+      }
       // The address itself is the key (this limiter counts nothing else): no string built per request.
       const retryAfter = check(request.ip ?? "");
       done(retryAfter === undefined ? undefined : rateLimited(retryAfter));

@@ -8,7 +8,15 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
  * work itself. Parts register plain synchronous steps here instead of adding hooks of their own.
  */
 
-export type LifecycleStep = (request: FastifyRequest, reply: FastifyReply) => void;
+/**
+ * What a step may read of the request and the reply: the fast validation path (fast-validate.ts), which
+ * answers before Fastify, runs the same steps with just these.
+ */
+export type LifecycleRequest = Pick<FastifyRequest, "method" | "headers"> & {
+  readonly routeOptions: { readonly url?: string | undefined };
+};
+export type LifecycleReply = Pick<FastifyReply, "statusCode" | "elapsedTime">;
+export type LifecycleStep = (request: LifecycleRequest, reply: LifecycleReply) => void;
 
 type Lifecycle = {
   headerNames: string[];
@@ -73,6 +81,11 @@ export function addStaticHeaders(app: FastifyInstance, headers: Record<string, s
 /** A synchronous step run when each request arrives (after the static headers are set). */
 export function onEachRequest(app: FastifyInstance, step: LifecycleStep): void {
   lifecycleOf(app).onRequest.push(step);
+}
+
+/** The app's static headers and steps, for a path that answers without Fastify (fast-validate.ts). */
+export function lifecycleParts(app: FastifyInstance): Readonly<Lifecycle> {
+  return lifecycleOf(app);
 }
 
 /** A synchronous step run once each response has been sent. */

@@ -1,9 +1,9 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { FastifyInstance } from "fastify";
 import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
 import type { CommandObserver } from "../../app/command-handler.ts";
 import type { SessionReadModel, ValidationReplica } from "../../app/ports.ts";
 import type { Clock, EventLog } from "../../domain/ports.ts";
-import { onEachResponse } from "../http/request-lifecycle.ts";
+import { type LifecycleStep, onEachResponse } from "../http/request-lifecycle.ts";
 import { createLatencyHistogram, type HistogramCell } from "./latency-histogram.ts";
 import { measureProjectionLag, type ProjectionCheckpoint, shareInFlight } from "./projection-lag.ts";
 
@@ -75,7 +75,7 @@ export function createPrometheusMetrics(deps: MetricsDeps) {
     }
     return cell;
   }
-  const observeLatency = (request: FastifyRequest, reply: FastifyReply) => {
+  const observeLatency: LifecycleStep = (request, reply) => {
     const route = request.routeOptions.url ?? "unmatched";
     latencyCell(request.method, route, Math.floor(reply.statusCode / 100)).observe(reply.elapsedTime / 1000);
   };

@@ -9,11 +9,11 @@ import {
 } from "../../app/tracing.ts";
 import { onEachRequest, onEachResponse } from "../http/request-lifecycle.ts";
 
-const spans = new WeakMap<FastifyRequest, Span>();
+const spans = new WeakMap<object, Span>();
 /** Spans started and not ended yet: while none are, responses need no lookup. */
 let open = 0;
 
-function incomingTraceparent(request: FastifyRequest): string | undefined {
+function incomingTraceparent(request: Pick<FastifyRequest, "headers">): string | undefined {
   const header = request.headers.traceparent;
   return typeof header === "string" ? header : undefined;
 }

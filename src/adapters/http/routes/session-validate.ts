@@ -6,11 +6,21 @@ import type { RequestFacts, Validator } from "../../../app/validator.ts";
 import type { Clock } from "../../../domain/ports.ts";
 import type { ExistingSession } from "../../../domain/session-state.ts";
 import type { ValidationEntry } from "../../../projections/validation-entry.ts";
+import { compileFastCheck } from "../../codec/fast-check.ts";
 import { answerForValid, type CheckJwtClaims, userOf } from "../../session-ops/valid-answer.ts";
 import { requestFacts } from "../authenticate.ts";
-import { compiledSerializer } from "../compiled-serializer.ts";
+import { compiledSerializer, compileResponseSerializer } from "../compiled-serializer.ts";
+import {
+  createFastValidate,
+  type FastValidateCounts,
+  handedOver,
+  replayHandedOverBody,
+} from "../fast-validate.ts";
 import { BEARER_CHALLENGE, INVALID_TOKEN_CHALLENGE } from "../problem.ts";
 import { quickValidator } from "../quick-validator.ts";
+import { validationRateLimitOf } from "../rate-limit.ts";
+import { addRawRoute } from "../raw-routes.ts";
+import { lifecycleParts } from "../request-lifecycle.ts";
 import { sessionView, validateBody, viewFromState } from "../schemas.ts";
 
 // A gateway's `jwt` next to the token: does the caller's IdP token still agree with the session (same
@@ -22,6 +32,7 @@ export type ValidateRouteDeps = {
   validator: Validator;
   clock: Clock;
   checkJwtClaims?: CheckJwtClaims | undefined;
+  fastPath?: boolean | undefined;
 };
 
 /**
@@ -42,20 +53,10 @@ export function registerValidateRoute(fastify: FastifyInstance, deps: ValidateRo
       schema: {
         summary: "Is this session token valid now?",
         body: validateBody,
-        response: {
-          200: z.object({
-            valid: z.literal(true),
-            session: sessionView,
-            user: z.object({
-              id: z.string(),
-              username: z.string(),
-              roles: z.array(z.string()),
-              groups: z.array(z.string()),
-            }),
-          }),
-          401: z.object({ valid: z.literal(false), reason: z.string() }),
-        },
+        response: { 200: validAnswerSchema, 401: refusalSchema },
       },
+      // A request the fast path read and handed over: its body is parsed again from what was read.
+      preParsing: replayHandedOverBody,
     },
     (request, reply) => {
       const body = request.body ?? {};
@@ -65,8 +66,11 @@ export function registerValidateRoute(fastify: FastifyInstance, deps: ValidateRo
         userAgent: body.user_agent ?? requestFacts(request).userAgent,
       };
       // Memory answers almost every validation, and then this whole request runs synchronously (no
-      // promise per step); anything that needs I/O continues asynchronously.
-      const outcome = token === undefined ? MALFORMED : deps.validator.validateCached(token, facts);
+      // promise per step); anything that needs I/O continues asynchronously. The fast path may have
+      // judged the token already (and counted it, so it is not judged again).
+      const outcome =
+        handedOver(request.raw)?.outcome ??
+        (token === undefined ? MALFORMED : deps.validator.validateCached(token, facts));
       if (outcome === undefined) return validateSlowly(token as string, facts, body.jwt, reply);
       if (!outcome.valid) {
         refuse(reply, outcome.reason, token !== undefined);
@@ -115,7 +119,43 @@ export function registerValidateRoute(fastify: FastifyInstance, deps: ValidateRo
     session: view(session),
     user: userOf(e),
   });
+
+  if (deps.fastPath !== false) {
+    const fast = createFastValidate({
+      validator: deps.validator,
+      service,
+      view,
+      bodyLimit: fastify.initialConfig.bodyLimit ?? 1_048_576,
+      acceptsBody: compileFastCheck(validateBody) ?? (() => false),
+      serializeValid: compileResponseSerializer(validAnswerSchema),
+      serializeRefusal: compileResponseSerializer(refusalSchema),
+      rateLimit: validationRateLimitOf(fastify),
+      lifecycle: () => lifecycleParts(fastify),
+      log: fastify.log,
+    });
+    if (addRawRoute(fastify, "POST", "/v1/sessions/validate", fast.route))
+      fastPaths.set(fastify, fast.counts);
+  }
 }
+
+const fastPaths = new WeakMap<FastifyInstance, FastValidateCounts>();
+
+/** The fast validation path's counts on this app (undefined: the path is off). */
+export function fastValidateCounts(app: FastifyInstance): Readonly<FastValidateCounts> | undefined {
+  return fastPaths.get(app);
+}
+
+const validAnswerSchema = z.object({
+  valid: z.literal(true),
+  session: sessionView,
+  user: z.object({
+    id: z.string(),
+    username: z.string(),
+    roles: z.array(z.string()),
+    groups: z.array(z.string()),
+  }),
+});
+const refusalSchema = z.object({ valid: z.literal(false), reason: z.string() });
 
 const refusal = (reason: string) => ({ valid: false as const, reason });
 

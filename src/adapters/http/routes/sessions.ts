@@ -51,6 +51,8 @@ export type SessionRouteDeps = {
   credentials?: CredentialSupport | undefined;
   /** A gateway's IdP `jwt` next to the token at validate (session-validate.ts). */
   checkJwtClaims?: CheckJwtClaims | undefined;
+  /** Answer most validations before Fastify (fast-validate.ts); default on. */
+  fastPath?: boolean | undefined;
 };
 
 const statsView = z.object({
