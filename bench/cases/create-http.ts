@@ -26,16 +26,25 @@ const PROJECTIONS = ["validation", "sessions", "audit", "recycle"];
  * real session. Two topologies: one instance that serves the requests and runs every projection (the
  * judged figure: a single-instance deployment, everything a create causes paid by the measured process),
  * and the serving instance of a pair whose other instance holds the projection leases (what each instance
- * of a cluster pays per create it serves; the projection work is then done once, elsewhere).
+ * of a cluster pays per create it serves; the projection work is then done once, elsewhere). A third row
+ * measures the durable floor: the bare route plus one acknowledged JetStream append.
  */
 export const createHttp: Benchmark = {
   name: "create-http",
   issue: 2,
   description: "POST /v1/sessions (x-admin-key) vs a bare Fastify POST returning the same JSON shape",
   run: async (options) => {
-    const single = await withEnvironment("createhttp", async (env) => {
+    const [single, floor] = await withEnvironment("createhttp", async (env) => {
       const tessera = await startTessera(env, "tessera");
-      return measure(options, env, tessera, "one instance, which also runs every projection", TARGET);
+      const judged = await measure(
+        options,
+        env,
+        tessera,
+        "one instance, which also runs every projection",
+        TARGET,
+      );
+      await tessera.stop();
+      return [judged, await measureDurableFloor(options, env)];
     });
     const pair = await withEnvironment("createpair", async (env) => {
       const holder = await startTessera(env, "tessera-projections");
@@ -50,9 +59,56 @@ export const createHttp: Benchmark = {
         holder,
       );
     });
-    return [single, pair];
+    return [single, pair, floor];
   },
 };
+
+/**
+ * The ceiling of the issue's create ratio for any service that appends durably before answering: the
+ * bare route, plus one JetStream append of a SessionCreated acknowledged before the answer (no token, no
+ * decision, no projections), against the bare route itself, in one process on the same machine.
+ */
+async function measureDurableFloor(options: BenchOptions, env: BenchEnvironment): Promise<Result> {
+  const bare = await startBareFastify({ natsUrl: env.natsUrl, stream: `${env.prefix}_FLOOR` });
+  env.defer(() => bare.stop());
+  const comparison = await compareHttp(options, {
+    subject: {
+      url: bare.url,
+      requests: requests("/sessions-durable"),
+      expectStatus: 201,
+      serverPid: bare.pid,
+    },
+    baseline: { url: bare.url, requests: requests("/sessions"), expectStatus: 201, serverPid: bare.pid },
+  });
+  return comparisonResult({
+    bench: "create-http",
+    title:
+      "the durable floor: a bare Fastify POST that appends one SessionCreated to JetStream (acknowledged) before answering",
+    comparison,
+    subjectLabel: "bare Fastify + append",
+    baselineLabel: "the same bare Fastify POST without the append",
+    target: INFO,
+    notes: [
+      ...cpuNote(comparison, "; the NATS server's work is in its own process and is not counted", {
+        subject: "with the append",
+        baseline: "without",
+      }),
+      "no create that appends durably before it answers can have a higher ratio to the bare route on this machine",
+    ],
+  });
+}
+
+/** One create per user, round-robin, as an admin (the same requests for Tessera and the baselines). */
+const BODIES = Array.from({ length: USERS }, (_, i) =>
+  JSON.stringify({ user_id: `bench-user-${i}`, roles: ["user"], metadata: { source: "bench" } }),
+);
+const requests = (path: string) =>
+  BODIES.map((body) => ({
+    method: "POST" as const,
+    path,
+    headers: { "x-admin-key": BENCH_ADMIN_KEY },
+    body,
+  }));
 
 async function startTessera(env: BenchEnvironment, name: string): Promise<ChildServer> {
   const server = await startTesseraProcess(
@@ -90,16 +146,6 @@ async function measure(
   env.defer(() => bare.stop());
   await createSessionsOverHttp(tessera.url, 1, { users: 1 });
 
-  const bodies = Array.from({ length: USERS }, (_, i) =>
-    JSON.stringify({ user_id: `bench-user-${i}`, roles: ["user"], metadata: { source: "bench" } }),
-  );
-  const requests = (path: string) =>
-    bodies.map((body) => ({
-      method: "POST" as const,
-      path,
-      headers: { "x-admin-key": BENCH_ADMIN_KEY },
-      body,
-    }));
   const elsewherePid = projectionsElsewhere?.pid;
   const cpuBefore = elsewherePid === undefined ? undefined : await processCpuMs(elsewherePid);
   const comparison = await compareHttp(options, {

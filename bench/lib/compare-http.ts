@@ -88,11 +88,15 @@ export async function compareHttp(
 }
 
 /** The same comparison seen as server CPU per request (robust to a busy machine; higher ratio is better). */
-export function cpuNote(comparison: HttpComparison, what = ""): string[] {
+export function cpuNote(
+  comparison: HttpComparison,
+  what = "",
+  names = { subject: "Tessera", baseline: "bare Fastify" },
+): string[] {
   const { subjectCpuUs, baselineCpuUs } = comparison;
   if (subjectCpuUs === undefined || baselineCpuUs === undefined) return [];
   return [
-    `server CPU per request: Tessera ${formatNumber(subjectCpuUs)} µs, bare Fastify ${formatNumber(baselineCpuUs)} µs (CPU-efficiency ratio ${(baselineCpuUs / subjectCpuUs).toFixed(2)})${what}`,
+    `server CPU per request: ${names.subject} ${formatNumber(subjectCpuUs)} µs, ${names.baseline} ${formatNumber(baselineCpuUs)} µs (CPU-efficiency ratio ${(baselineCpuUs / subjectCpuUs).toFixed(2)})${what}`,
   ];
 }
 

@@ -143,12 +143,19 @@ export function startTesseraProcess(name: string, env: Record<string, string>): 
   return startChildServer({ name, args: ["bin/tessera.mjs", "serve"], env, readyPath: "/readyz" });
 }
 
-/** The bare Fastify baseline (bench/servers/bare-fastify.ts), same Node flags and log level as Tessera. */
-export function startBareFastify(): Promise<ChildServer> {
+/**
+ * The bare Fastify baseline (bench/servers/bare-fastify.ts), same Node flags and log level as Tessera. With
+ * `durable`, it also serves POST /sessions-durable: one JetStream append, acknowledged, per request.
+ */
+export function startBareFastify(durable?: { natsUrl: string; stream: string }): Promise<ChildServer> {
   return startChildServer({
     name: "bare-fastify",
     args: ["--import", "tsx", "bench/servers/bare-fastify.ts"],
-    env: { LOG_LEVEL: "warn", BENCH_PASSWORD },
+    env: {
+      LOG_LEVEL: "warn",
+      BENCH_PASSWORD,
+      ...(durable ? { BENCH_NATS_URL: durable.natsUrl, BENCH_STREAM: durable.stream } : {}),
+    },
     readyPath: "/ready",
   });
 }

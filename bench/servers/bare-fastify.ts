@@ -70,6 +70,21 @@ app.post("/sessions", async (request, reply) => {
     .send({ session: sessionView(id, body.user_id ?? "bench-user"), token: `tss_${id}_${"x".repeat(43)}` });
 });
 
+// The least a durable create can do (bench/cases/create-http.ts, "durable floor"): the same answer as
+// /sessions, after one SessionCreated is appended to JetStream and acknowledged, on a connection opened by
+// Tessera's own connectNats (same client options and patches). Only when BENCH_NATS_URL is set.
+const durable = await openDurableAppend(process.env.BENCH_NATS_URL, process.env.BENCH_STREAM);
+if (durable) {
+  app.post("/sessions-durable", async (request, reply) => {
+    const body = (request.body ?? {}) as { user_id?: string };
+    const id = await durable.append(body.user_id ?? "bench-user");
+    reply.header("location", `/v1/sessions/${id}`);
+    return reply
+      .code(201)
+      .send({ session: sessionView(id, body.user_id ?? "bench-user"), token: `tss_${id}_${"x".repeat(43)}` });
+  });
+}
+
 // Same as GET /v1/sessions/{id}.
 app.get("/sessions/:id", async (request) => {
   const { id } = request.params as { id: string };
@@ -95,6 +110,35 @@ if (argon2) {
       session_id: id,
     };
   });
+}
+
+async function openDurableAppend(natsUrl: string | undefined, stream: string | undefined) {
+  if (natsUrl === undefined || stream === undefined) return undefined;
+  const [{ jetstream, jetstreamManager }, { connectNats }, { encodeEvent }, events, { v7 }] =
+    await Promise.all([
+      import("@nats-io/jetstream"),
+      import("../../src/adapters/jetstream/connection.ts"),
+      import("../../src/adapters/codec/event-codec.ts"),
+      import("../lib/events.ts"),
+      import("uuid"),
+    ]);
+  const nc = await connectNats(natsUrl, "bench-durable-floor");
+  await (await jetstreamManager(nc)).streams.add({ name: stream, subjects: [`${stream}.>`] });
+  const js = jetstream(nc);
+  return {
+    async append(userId: string): Promise<string> {
+      const id = v7();
+      const now = Date.now();
+      const metadata = events.metadataFor(now);
+      const payload = encodeEvent(events.sessionCreated(id, userId, now), metadata);
+      await js.publish(`${stream}.${id}`, payload, {
+        msgID: metadata.commandId,
+        expect: { lastSubjectSequence: 0 },
+        timeout: 5_000,
+      });
+      return id;
+    },
+  };
 }
 
 async function loadArgon2() {
