@@ -76,6 +76,8 @@ async function metricValue(tessera: Tessera, pattern: RegExp): Promise<number> {
 const VALID_OUTCOMES = /tessera_validations_total\{outcome="valid"\} (\d+)/;
 const VALIDATE_2XX =
   /tessera_http_request_duration_seconds_count\{method="POST",route="\/v1\/sessions\/validate",status="2xx"\} (\d+)/;
+const FAST_ANSWERED = /tessera_http_fast_validations_total\{path="answered"\} (\d+)/;
+const FAST_HANDED_OVER = /tessera_http_fast_validations_total\{path="handed_over"\} (\d+)/;
 const VALIDATE_4XX =
   /tessera_http_request_duration_seconds_count\{method="POST",route="\/v1\/sessions\/validate",status="4xx"\} (\d+)/;
 
@@ -187,11 +189,13 @@ describe("the fast validation path", () => {
     expect((await metricValue(tessera, VALID_OUTCOMES)) - before).toBe(1);
   });
 
-  it("records each answer once in the latency histogram and the validation counter", async () => {
+  it("records each answer once in the latency histogram, the validation and the fast-path counters", async () => {
     const before = {
       ok: await metricValue(tessera, VALIDATE_2XX),
       refused: await metricValue(tessera, VALIDATE_4XX),
       valid: await metricValue(tessera, VALID_OUTCOMES),
+      answered: await metricValue(tessera, FAST_ANSWERED),
+      handedOver: await metricValue(tessera, FAST_HANDED_OVER),
     };
     for (let i = 0; i < 3; i++) await overSocket(url, { body: JSON.stringify({ token }) });
     await overSocket(url, { body: JSON.stringify({ token: ended }) });
@@ -199,6 +203,8 @@ describe("the fast validation path", () => {
     expect((await metricValue(tessera, VALIDATE_2XX)) - before.ok).toBe(4);
     expect((await metricValue(tessera, VALIDATE_4XX)) - before.refused).toBe(1);
     expect((await metricValue(tessera, VALID_OUTCOMES)) - before.valid).toBe(4);
+    expect((await metricValue(tessera, FAST_ANSWERED)) - before.answered).toBe(4);
+    expect((await metricValue(tessera, FAST_HANDED_OVER)) - before.handedOver).toBe(1);
   });
 });
 

@@ -4,6 +4,7 @@ import type { CommandObserver } from "../../app/command-handler.ts";
 import type { SessionReadModel, ValidationReplica } from "../../app/ports.ts";
 import type { Clock, EventLog } from "../../domain/ports.ts";
 import { type LifecycleStep, onEachResponse } from "../http/request-lifecycle.ts";
+import { fastValidateCounts } from "../http/routes/session-validate.ts";
 import { createLatencyHistogram, type HistogramCell } from "./latency-histogram.ts";
 import { measureProjectionLag, type ProjectionCheckpoint, shareInFlight } from "./projection-lag.ts";
 
@@ -148,6 +149,20 @@ export function createPrometheusMetrics(deps: MetricsDeps) {
     /** Registers GET /metrics and the latency hook on the HTTP app. */
     plugin(app: FastifyInstance) {
       onEachResponse(app, observeLatency);
+      // Counted by the fast validation path itself; handed to the counter (as totals) when scraped.
+      new Counter({
+        name: "tessera_http_fast_validations_total",
+        help: "POST /v1/sessions/validate requests the fast path answered, or handed to the Fastify route",
+        labelNames: ["path"] as const,
+        registers: [registry],
+        collect() {
+          const counts = fastValidateCounts(app);
+          if (counts === undefined) return;
+          this.reset();
+          this.inc({ path: "answered" }, counts.answered);
+          this.inc({ path: "handed_over" }, counts.handedOver);
+        },
+      });
       app.get("/metrics", { schema: { hide: true } }, async (_request, reply) => {
         reply.type(registry.contentType);
         return registry.metrics();
