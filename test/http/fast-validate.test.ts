@@ -233,8 +233,17 @@ describe("the fast validation path and the rate limit", () => {
   });
 });
 
-describe("TESSERA_HTTP_FAST_VALIDATE=false", () => {
-  it("leaves every validation to the Fastify route", async () => {
+describe("when the fast path stays off", () => {
+  it("is off at LOG_LEVEL=debug, where Fastify logs every request", async () => {
+    const tessera = await startEmbedded({ LOG_LEVEL: "debug" });
+    try {
+      expect(fastValidateCounts(tessera.app)).toBeUndefined();
+    } finally {
+      await tessera.close();
+    }
+  });
+
+  it("leaves every validation to the Fastify route with TESSERA_HTTP_FAST_VALIDATE=false", async () => {
     const tessera = await startEmbedded({ TESSERA_HTTP_FAST_VALIDATE: "false" });
     try {
       const url = await tessera.app.listen({ host: "127.0.0.1", port: 0 });

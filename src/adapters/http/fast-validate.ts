@@ -28,7 +28,8 @@ import type { SessionView } from "./schemas.ts";
  * rate-limited address, an active OpenTelemetry SDK (its spans keep their exact timing on the Fastify
  * path). A handed-over request carries what this path already did (handedOver): the body it read (replayed
  * to Fastify's parser), that the rate limit counted it, the validation outcome — so nothing is counted
- * twice. TESSERA_HTTP_FAST_VALIDATE=false switches this path off.
+ * twice. TESSERA_HTTP_FAST_VALIDATE=false switches this path off; so does LOG_LEVEL=debug or trace, where
+ * Fastify logs every request.
  */
 
 export type FastValidateDeps = {

@@ -120,7 +120,8 @@ export function registerValidateRoute(fastify: FastifyInstance, deps: ValidateRo
     user: userOf(e),
   });
 
-  if (deps.fastPath !== false) {
+  // At debug and trace Fastify logs every request (app.ts): those validations keep their access logs.
+  if (deps.fastPath !== false && !logsEveryRequest(fastify.log.level)) {
     const fast = createFastValidate({
       validator: deps.validator,
       service,
@@ -137,6 +138,8 @@ export function registerValidateRoute(fastify: FastifyInstance, deps: ValidateRo
       fastPaths.set(fastify, fast.counts);
   }
 }
+
+const logsEveryRequest = (level: string) => level === "debug" || level === "trace";
 
 const fastPaths = new WeakMap<FastifyInstance, FastValidateCounts>();
 
