@@ -2,7 +2,7 @@ import { request as httpRequest } from "node:http";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { fastValidateCounts } from "../../src/adapters/http/routes/session-validate.ts";
 import type { Tessera } from "../../src/main.ts";
-import { adminHeaders, bearer, startEmbedded } from "../support/tessera.ts";
+import { adminHeaders, bearer, createSession, startEmbedded } from "../support/tessera.ts";
 
 /**
  * POST /v1/sessions/validate is mostly answered before Fastify (src/adapters/http/fast-validate.ts). Every
@@ -57,18 +57,6 @@ async function throughInject(app: Tessera["app"], sent: Sent): Promise<Answer> {
   return comparable(response.statusCode, response.headers, response.body);
 }
 
-async function createSession(tessera: Tessera, userId: string): Promise<{ token: string; id: string }> {
-  const created = await tessera.app.inject({
-    method: "POST",
-    url: "/v1/sessions",
-    headers: adminHeaders,
-    payload: { user_id: userId, roles: ["reader"] },
-  });
-  expect(created.statusCode).toBe(201);
-  const { token, session } = created.json();
-  return { token, id: session.id };
-}
-
 async function metricValue(tessera: Tessera, pattern: RegExp): Promise<number> {
   const text = (await tessera.app.inject({ method: "GET", url: "/metrics" })).body;
   return Number(pattern.exec(text)?.[1] ?? 0);
@@ -90,7 +78,7 @@ describe("the fast validation path", () => {
   beforeAll(async () => {
     tessera = await startEmbedded();
     url = await tessera.app.listen({ host: "127.0.0.1", port: 0 });
-    ({ token } = await createSession(tessera, "fast-user"));
+    ({ token } = await createSession(tessera, "fast-user", { roles: ["reader"] }));
     const other = await createSession(tessera, "fast-user-2");
     const deleted = await tessera.app.inject({
       method: "DELETE",

@@ -9,7 +9,7 @@ import { quickValidator } from "../../src/adapters/http/quick-validator.ts";
 import { fixedWindowLimiter } from "../../src/adapters/http/rate-limit.ts";
 import {
   createSessionBody,
-  sessionView,
+  validateAnswer,
   validateBody,
   viewFromState,
 } from "../../src/adapters/http/schemas.ts";
@@ -25,17 +25,6 @@ import { adminHeaders, startEmbedded } from "../support/tessera.ts";
  */
 
 const route = <S>(schema: S): FastifyRouteSchemaDef<S> => ({ schema, method: "POST", url: "/test" });
-
-const validateResponse = z.object({
-  valid: z.literal(true),
-  session: sessionView,
-  user: z.object({
-    id: z.string(),
-    username: z.string(),
-    roles: z.array(z.string()),
-    groups: z.array(z.string()),
-  }),
-});
 
 const HOUR = 3_600_000;
 const T0 = Date.parse("2026-03-01T12:00:00.000Z");
@@ -213,8 +202,8 @@ describe("quickValidator", () => {
 });
 
 describe("compiledSerializer", () => {
-  const fast = compiledSerializer(route(validateResponse));
-  const zod = serializerCompiler(route(validateResponse));
+  const fast = compiledSerializer(route(validateAnswer));
+  const zod = serializerCompiler(route(validateAnswer));
 
   it("writes what the zod serializer writes for every session view", () => {
     fc.assert(

@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { signWebhook, webhookKey } from "../../src/app/idp-webhooks.ts";
 import type { Tessera } from "../../src/main.ts";
-import { adminHeaders, eventually, type Pair, startPair } from "../support/tessera.ts";
+import { createSession, eventually, type Pair, startPair } from "../support/tessera.ts";
 
 /**
  * POST /v1/hooks/idp on two instances sharing the replay store (NATS KV): Standard Webhooks signatures,
@@ -56,17 +56,6 @@ const claimsChanged = (userId: string, roles: string[]) =>
     timestamp: new Date().toISOString(),
     data: { user_id: userId, roles, groups: [] },
   });
-
-async function createSession(on: Tessera, userId: string) {
-  const response = await on.app.inject({
-    method: "POST",
-    url: "/v1/sessions",
-    headers: adminHeaders,
-    payload: { user_id: userId, roles: ["user"] },
-  });
-  expect(response.statusCode).toBe(201);
-  return response.json() as { session: { id: string }; token: string };
-}
 
 async function userEvents(userId: string) {
   return (await a.log.readStream({ category: "user", id: userId })).events;
@@ -230,7 +219,7 @@ describe("IdP webhook events", () => {
   });
 
   it("user.sessions_revoked ends every session with reason idp_revoked", async () => {
-    const { session } = await createSession(a, "hook-rev");
+    const session = await createSession(a, "hook-rev");
     const response = await deliver(a, {
       body: JSON.stringify({ type: "user.sessions_revoked", data: { user_id: "hook-rev" } }),
     });

@@ -83,6 +83,24 @@ export async function startEmbedded(env: Record<string, string> = {}, overrides:
 }
 
 export const adminHeaders = { "x-admin-key": ADMIN_KEY };
+
+/** Creates a session over the admin API (roles ["user"] unless `body` says otherwise). */
+export async function createSession(
+  on: Tessera,
+  userId: string,
+  body: Record<string, unknown> = {},
+): Promise<{ id: string; token: string }> {
+  const response = await on.app.inject({
+    method: "POST",
+    url: "/v1/sessions",
+    headers: adminHeaders,
+    payload: { user_id: userId, roles: ["user"], ...body },
+  });
+  if (response.statusCode !== 201) throw new Error(`create failed: ${response.statusCode} ${response.body}`);
+  const created = response.json() as { session: { id: string }; token: string };
+  return { id: created.session.id, token: created.token };
+}
+
 export const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 
 /** Polls `check` until it returns true or the deadline passes; returns the elapsed ms or throws. */

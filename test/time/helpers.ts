@@ -4,7 +4,10 @@ import type { RecordedEvent } from "../../src/domain/events.ts";
 import type { Clock, TickSource } from "../../src/domain/ports.ts";
 import { createTessera, type Tessera, type TesseraOverrides } from "../../src/main.ts";
 import { NATS_URL } from "../support/services.ts";
-import { ADMIN_KEY, adminHeaders, TEST_JWT_PRIVATE_KEY } from "../support/tessera.ts";
+import { ADMIN_KEY, TEST_JWT_PRIVATE_KEY } from "../support/tessera.ts";
+
+// Shared with the other suites; the time suites import it from here.
+export { createSession } from "../support/tessera.ts";
 
 /** A round instant, so seconds and deadlines read plainly in assertions. */
 export const T0 = Date.parse("2031-03-01T12:00:00.000Z");
@@ -47,22 +50,6 @@ export function startEmbeddedAt(options: StartOptions): Promise<Tessera> {
     tickSource: options.tickSource,
     embedded: options.embedded,
   });
-}
-
-export async function createSession(
-  on: Tessera,
-  userId: string,
-  body: Record<string, unknown> = {},
-): Promise<{ id: string; token: string }> {
-  const response = await on.app.inject({
-    method: "POST",
-    url: "/v1/sessions",
-    headers: adminHeaders,
-    payload: { user_id: userId, roles: ["user"], ...body },
-  });
-  if (response.statusCode !== 201) throw new Error(`create failed: ${response.statusCode} ${response.body}`);
-  const created = response.json() as { session: { id: string }; token: string };
-  return { id: created.session.id, token: created.token };
 }
 
 export async function validate(on: Tessera, token: string) {

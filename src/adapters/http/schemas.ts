@@ -99,6 +99,18 @@ export const sessionView = z.object({
   end_reason: z.string().nullable(),
   metadata: z.record(z.string(), z.unknown()),
 });
+/** The 200 answer of POST /v1/sessions/validate. */
+export const validateAnswer = z.object({
+  valid: z.literal(true),
+  session: sessionView,
+  user: z.object({
+    id: z.string(),
+    username: z.string(),
+    roles: z.array(z.string()),
+    groups: z.array(z.string()),
+  }),
+});
+
 export type SessionView = z.infer<typeof sessionView>;
 
 export const problemSchema = z.object({

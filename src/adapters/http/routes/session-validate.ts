@@ -21,7 +21,7 @@ import { quickValidator } from "../quick-validator.ts";
 import { validationRateLimitOf } from "../rate-limit.ts";
 import { addRawRoute } from "../raw-routes.ts";
 import { lifecycleParts } from "../request-lifecycle.ts";
-import { sessionView, validateBody, viewFromState } from "../schemas.ts";
+import { validateAnswer, validateBody, viewFromState } from "../schemas.ts";
 
 // A gateway's `jwt` next to the token: does the caller's IdP token still agree with the session (same
 // subject, same roles and groups)? A difference records the change and recycles (see idp-sessions.ts).
@@ -53,7 +53,7 @@ export function registerValidateRoute(fastify: FastifyInstance, deps: ValidateRo
       schema: {
         summary: "Is this session token valid now?",
         body: validateBody,
-        response: { 200: validAnswerSchema, 401: refusalSchema },
+        response: { 200: validateAnswer, 401: refusalSchema },
       },
       // A request the fast path read and handed over: its body is parsed again from what was read.
       preParsing: replayHandedOverBody,
@@ -128,7 +128,7 @@ export function registerValidateRoute(fastify: FastifyInstance, deps: ValidateRo
       view,
       bodyLimit: fastify.initialConfig.bodyLimit ?? 1_048_576,
       acceptsBody: compileFastCheck(validateBody) ?? (() => false),
-      serializeValid: compileResponseSerializer(validAnswerSchema),
+      serializeValid: compileResponseSerializer(validateAnswer),
       serializeRefusal: compileResponseSerializer(refusalSchema),
       rateLimit: validationRateLimitOf(fastify),
       lifecycle: () => lifecycleParts(fastify),
@@ -148,16 +148,6 @@ export function fastValidateCounts(app: FastifyInstance): Readonly<FastValidateC
   return fastPaths.get(app);
 }
 
-const validAnswerSchema = z.object({
-  valid: z.literal(true),
-  session: sessionView,
-  user: z.object({
-    id: z.string(),
-    username: z.string(),
-    roles: z.array(z.string()),
-    groups: z.array(z.string()),
-  }),
-});
 const refusalSchema = z.object({ valid: z.literal(false), reason: z.string() });
 
 const refusal = (reason: string) => ({ valid: false as const, reason });
