@@ -99,7 +99,7 @@ export function notesSection(results: readonly Result[]): string {
     const details = [r.subject.detail, r.baseline?.detail].filter((d): d is string => Boolean(d));
     if (details.length === 0 && r.notes.length === 0) continue;
     lines.push(`- **${r.bench}** — ${r.title}`);
-    if (r.subject.detail) lines.push(`  - Tessera: ${r.subject.detail}`);
+    if (r.subject.detail) lines.push(`  - ${r.subject.label}: ${r.subject.detail}`);
     if (r.baseline?.detail) lines.push(`  - baseline (${r.baseline.label}): ${r.baseline.detail}`);
     for (const note of r.notes) lines.push(`  - ${note}`);
   }
