@@ -11,12 +11,18 @@ import type { FastifyInstance, FastifyServerFactory } from "fastify";
 export type RawRoute = (request: IncomingMessage, response: ServerResponse, next: () => void) => void;
 
 type RawRoutes = { byKey: Map<string, RawRoute>; closing: boolean };
+type ServerSettings = {
+  keepAliveTimeout?: number;
+  requestTimeout?: number;
+  connectionTimeout?: number;
+  maxRequestsPerSocket?: number | null;
+};
 
 const registries = new WeakMap<FastifyInstance, RawRoutes>();
 
 /**
  * The server factory for `Fastify({ serverFactory })`: Fastify's own HTTP/1 server (same timeouts), whose
- * request listener first looks for a raw route. Call `attachRawRoutes` with the app once it exists.
+ * request listener first looks for a raw route. Call `attach` with the app once it exists.
  */
 export function rawRoutesServerFactory(https: HttpsOptions | undefined) {
   const routes: RawRoutes = { byKey: new Map(), closing: false };
@@ -33,13 +39,12 @@ export function rawRoutesServerFactory(https: HttpsOptions | undefined) {
     const server = https ? createHttpsServer(https, dispatch) : createHttpServer(dispatch);
     // What Fastify does to the HTTP/1 server it makes itself (fastify/lib/server.js), with the options
     // after its defaults were applied.
-    const settings = options as { keepAliveTimeout?: number; requestTimeout?: number };
-    const more = options as { connectionTimeout?: number; maxRequestsPerSocket?: number | null };
+    const settings = options as ServerSettings;
     server.keepAliveTimeout = settings.keepAliveTimeout ?? 72_000;
     server.requestTimeout = settings.requestTimeout ?? 0;
-    server.setTimeout(more.connectionTimeout ?? 0);
-    if (typeof more.maxRequestsPerSocket === "number" && more.maxRequestsPerSocket > 0) {
-      server.maxRequestsPerSocket = more.maxRequestsPerSocket;
+    server.setTimeout(settings.connectionTimeout ?? 0);
+    if (typeof settings.maxRequestsPerSocket === "number" && settings.maxRequestsPerSocket > 0) {
+      server.maxRequestsPerSocket = settings.maxRequestsPerSocket;
     }
     return server;
   };
