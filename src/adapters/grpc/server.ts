@@ -23,6 +23,7 @@ import {
   type RpcCaller,
   type SessionOperations,
 } from "../rpc/session-operations.ts";
+import { bearerToken } from "../session-ops/bearer-token.ts";
 import { restParams, sessionMessage } from "./messages.ts";
 import { toGrpcError } from "./status.ts";
 
@@ -203,7 +204,7 @@ export async function startGrpcServer(deps: GrpcServerDeps): Promise<GrpcServer>
       correlationId: randomUUID(),
       source: "grpc",
       traceparent,
-      bearer: bearerOf(firstString(call.metadata.get("authorization"))),
+      bearer: bearerToken(firstString(call.metadata.get("authorization"))),
     };
   }
 }
@@ -240,10 +241,6 @@ function metadataParams(
 function firstString(values: Array<string | Buffer>): string | undefined {
   const value = values[0];
   return typeof value === "string" ? value : undefined;
-}
-
-function bearerOf(header: string | undefined): string | undefined {
-  return header === undefined ? undefined : (/^Bearer\s+(\S+)\s*$/i.exec(header)?.[1] ?? undefined);
 }
 
 /** `ipv4:127.0.0.1:5000`, `ipv6:[::1]:5000` → the address, as Fastify's request.ip gives it. */

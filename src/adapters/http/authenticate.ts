@@ -2,6 +2,7 @@ import { hash, timingSafeEqual } from "node:crypto";
 import type { FastifyRequest } from "fastify";
 import { type Principal, permissionsFor } from "../../app/access.ts";
 import type { Validator } from "../../app/validator.ts";
+import { bearerToken } from "../session-ops/bearer-token.ts";
 import { rememberPrincipal } from "./access-denied-log.ts";
 import { invalidToken, unauthorized } from "./problem.ts";
 
@@ -43,9 +44,8 @@ export function createAuthenticate(deps: {
     }
     const authorization = request.headers.authorization;
     if (authorization === undefined) return undefined;
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
-    if (!match?.[1]) throw unauthorized("Authorization must be 'Bearer <token>'");
-    const token = match[1];
+    const token = bearerToken(authorization);
+    if (!token) throw unauthorized("Authorization must be 'Bearer <token>'");
     if (token.startsWith("tss_")) {
       const outcome = await deps.validator.validate(token, requestFacts(request));
       if (!outcome.valid) throw invalidToken("Session token is not valid", { reason: outcome.reason });

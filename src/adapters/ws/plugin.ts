@@ -5,6 +5,7 @@ import type { Principal } from "../../app/access.ts";
 import type { Authenticate } from "../http/authenticate.ts";
 import { requestFacts } from "../http/authenticate.ts";
 import { HttpProblem, unauthorized } from "../http/problem.ts";
+import { bearerToken } from "../session-ops/bearer-token.ts";
 import { CLOSE, type ConnectionDeps, serveConnection } from "./connection.ts";
 
 /**
@@ -49,7 +50,7 @@ export function websocketRoutes(deps: WebsocketDeps) {
           adoptProtocolBearer(request);
           const principal = await deps.authenticate(request);
           if (!principal) throw unauthorized();
-          authenticated.set(request, { principal, bearer: bearerOf(request) });
+          authenticated.set(request, { principal, bearer: bearerToken(request.headers.authorization) });
         },
         handler: async () => {
           throw new HttpProblem(
@@ -96,11 +97,6 @@ function adoptProtocolBearer(request: FastifyRequest) {
     throw new HttpProblem(400, "invalid_request", `Offer ${WS_PROTOCOL} with the bearer subprotocol`);
   }
   request.headers.authorization = `Bearer ${bearer.slice(BEARER_PROTOCOL_PREFIX.length)}`;
-}
-
-function bearerOf(request: FastifyRequest): string | undefined {
-  const header = request.headers.authorization;
-  return header === undefined ? undefined : (/^Bearer\s+(\S+)\s*$/i.exec(header)?.[1] ?? undefined);
 }
 
 /** The `exp` of an access token already verified by the authenticator (ms), so the socket closes with it. */

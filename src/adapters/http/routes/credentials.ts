@@ -5,6 +5,7 @@ import type { CredentialChecker } from "../../../app/credential-check.ts";
 import { CredentialsError, type CredentialVault } from "../../../app/credential-vault.ts";
 import type { Validator } from "../../../app/validator.ts";
 import type { SealedCredentials } from "../../../domain/events.ts";
+import { bearerToken } from "../../session-ops/bearer-token.ts";
 import type { Authenticate } from "../authenticate.ts";
 import { requestFacts } from "../authenticate.ts";
 import { accessDenied, HttpProblem, invalidToken, unauthorized } from "../problem.ts";
@@ -80,7 +81,8 @@ export function credentialRoutes(deps: CredentialRouteDeps) {
      * is still active; an ended one's token (right secret) is told so, to answer 410 rather than 401.
      */
     async function ownSession(request: FastifyRequest, sessionId: string): Promise<"active" | "ended"> {
-      const token = /^Bearer\s+(tss_\S+)\s*$/i.exec(request.headers.authorization ?? "")?.[1];
+      const presented = bearerToken(request.headers.authorization);
+      const token = presented?.startsWith("tss_") ? presented : undefined;
       if (token === undefined || request.headers["x-admin-key"] !== undefined) {
         // Authenticate first: a wrong credential stays a 401, a right one of the wrong kind is a 403.
         if ((await deps.authenticate(request)) === undefined) throw unauthorized();

@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { FastifyInstance, FastifyReply } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { SessionService } from "../../../app/session-service.ts";
@@ -7,6 +7,7 @@ import type { Clock } from "../../../domain/ports.ts";
 import type { ExistingSession } from "../../../domain/session-state.ts";
 import type { ValidationEntry } from "../../../projections/validation-entry.ts";
 import { compileFastCheck } from "../../codec/fast-check.ts";
+import { bearerToken } from "../../session-ops/bearer-token.ts";
 import { answerForValid, type CheckJwtClaims, userOf } from "../../session-ops/valid-answer.ts";
 import { requestFacts } from "../authenticate.ts";
 import { compiledSerializer, compileResponseSerializer } from "../compiled-serializer.ts";
@@ -60,7 +61,7 @@ export function registerValidateRoute(fastify: FastifyInstance, deps: ValidateRo
     },
     (request, reply) => {
       const body = request.body ?? {};
-      const token = body.token ?? bearerOf(request);
+      const token = body.token ?? bearerToken(request.headers.authorization);
       const facts = {
         ip: body.client_ip ?? request.ip,
         userAgent: body.user_agent ?? requestFacts(request).userAgent,
@@ -160,9 +161,3 @@ function refuse(reply: FastifyReply, reason: string, presented = true) {
     .send(refusal(reason));
 }
 const MALFORMED = { valid: false as const, reason: "malformed" };
-
-function bearerOf(request: FastifyRequest): string | undefined {
-  const header = request.headers.authorization;
-  const match = header === undefined ? null : /^Bearer\s+(\S+)\s*$/i.exec(header);
-  return match?.[1];
-}
