@@ -12,7 +12,8 @@ import { adminHeaders, bearer, createSession, startEmbedded } from "../support/t
  */
 
 type Answer = { status: number; headers: Record<string, string>; body: string };
-type Sent = { headers?: Record<string, string>; body?: string; chunked?: boolean };
+/** `body: undefined` with `bodiless`: no body, no content type, no length (a gateway's auth subrequest). */
+type Sent = { headers?: Record<string, string>; body?: string; chunked?: boolean; bodiless?: boolean };
 
 // Written by Node's HTTP server for the socket, not by the route.
 const CONNECTION_HEADERS = new Set(["date", "connection", "keep-alive", "transfer-encoding"]);
@@ -27,8 +28,10 @@ function comparable(status: number, headers: Record<string, unknown>, body: stri
 
 async function overSocket(url: string, sent: Sent): Promise<Answer> {
   const body = sent.body ?? "";
-  const headers: Record<string, string> = { "content-type": "application/json", ...sent.headers };
-  if (!sent.chunked) headers["content-length"] = String(Buffer.byteLength(body));
+  const headers: Record<string, string> = sent.bodiless
+    ? { ...sent.headers }
+    : { "content-type": "application/json", ...sent.headers };
+  if (!sent.chunked && !sent.bodiless) headers["content-length"] = String(Buffer.byteLength(body));
   return new Promise((resolve, reject) => {
     const request = httpRequest(`${url}/v1/sessions/validate`, { method: "POST", headers }, (response) => {
       let text = "";
@@ -51,8 +54,8 @@ async function throughInject(app: Tessera["app"], sent: Sent): Promise<Answer> {
   const response = await app.inject({
     method: "POST",
     url: "/v1/sessions/validate",
-    headers: { "content-type": "application/json", ...sent.headers },
-    payload: sent.body ?? "",
+    headers: sent.bodiless ? { ...sent.headers } : { "content-type": "application/json", ...sent.headers },
+    ...(sent.bodiless ? {} : { payload: sent.body ?? "" }),
   });
   return comparable(response.statusCode, response.headers, response.body);
 }
@@ -137,6 +140,28 @@ describe("the fast validation path", () => {
     expect(expiresAt(second.answer)).not.toBe(expiresAt(first.answer));
   });
 
+  it("takes the token from the Authorization header, with or without a body, as the route does", async () => {
+    for (const sent of [
+      { body: "{}", headers: bearer(token) },
+      { bodiless: true, headers: bearer(token) },
+      { body: JSON.stringify({ user_agent: "gateway/1" }), headers: bearer(token) },
+    ]) {
+      const { answer, answeredFast } = await both(sent);
+      expect({ status: answer.status, answeredFast }).toEqual({ status: 200, answeredFast: true });
+    }
+    const refused = await both({ bodiless: true, headers: bearer(ended) });
+    expect({ status: refused.answer.status, answeredFast: refused.answeredFast }).toEqual({
+      status: 401,
+      answeredFast: true,
+    });
+    // No token anywhere: the route's own 401 (a challenge without an error code).
+    const none = await both({ bodiless: true });
+    expect({ status: none.answer.status, answeredFast: none.answeredFast }).toEqual({
+      status: 401,
+      answeredFast: false,
+    });
+  });
+
   it("answers refusals itself with the same 401 and challenge", async () => {
     for (const refused of [ended, `tss_${"0".repeat(36)}_${"x".repeat(43)}`, "tss_garbage"]) {
       const { answer, answeredFast } = await both({ body: JSON.stringify({ token: refused }) });
@@ -156,8 +181,8 @@ describe("the fast validation path", () => {
       { sent: { body: JSON.stringify({ token: "x".repeat(70_000) }) }, status: 413 },
       { sent: { body: JSON.stringify({ token }), headers: { "content-type": "text/plain" } }, status: 415 },
       { sent: { body: JSON.stringify({ token }), chunked: true }, status: 200 },
-      { sent: { body: "{}", headers: bearer(token) }, status: 200 },
       { sent: { body: "null", headers: bearer(token) }, status: 200 },
+      { sent: { body: "{}" }, status: 401 },
       { sent: { body: JSON.stringify({ token, jwt: "not.a.jwt" }) }, status: 401 },
     ];
     for (const { sent, status } of cases) {
@@ -187,7 +212,7 @@ describe("the fast validation path", () => {
     };
     for (let i = 0; i < 3; i++) await overSocket(url, { body: JSON.stringify({ token }) });
     await overSocket(url, { body: JSON.stringify({ token: ended }) });
-    await overSocket(url, { body: "{}", headers: bearer(token) });
+    await overSocket(url, { body: "null", headers: bearer(token) });
     expect((await metricValue(tessera, VALIDATE_2XX)) - before.ok).toBe(4);
     expect((await metricValue(tessera, VALIDATE_4XX)) - before.refused).toBe(1);
     expect((await metricValue(tessera, VALID_OUTCOMES)) - before.valid).toBe(4);
@@ -209,8 +234,8 @@ describe("the fast validation path and the rate limit", () => {
 
   it("counts a request once, whichever path answers it, and leaves the 429 to Fastify", async () => {
     const { token } = await createSession(tessera, "limited-user");
-    // Taken by the fast path, then handed over (the token is in the header): one count, not two.
-    expect((await overSocket(url, { body: "{}", headers: bearer(token) })).status).toBe(200);
+    // Taken by the fast path, then handed over (a null body is the route's case): one count, not two.
+    expect((await overSocket(url, { body: "null", headers: bearer(token) })).status).toBe(200);
     expect((await overSocket(url, { body: JSON.stringify({ token }) })).status).toBe(200);
     expect((await overSocket(url, { body: JSON.stringify({ token }) })).status).toBe(200);
     const refused = await overSocket(url, { body: JSON.stringify({ token }) });

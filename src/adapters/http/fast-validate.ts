@@ -7,6 +7,7 @@ import type { ValidationOutcome, Validator } from "../../app/validator.ts";
 import type { ExistingSession } from "../../domain/session-state.ts";
 import type { ValidationEntry } from "../../projections/validation-entry.ts";
 import type { FastCheck } from "../codec/fast-check.ts";
+import { bearerToken } from "../session-ops/bearer-token.ts";
 import { userOf, type ValidatedUser } from "../session-ops/valid-answer.ts";
 import { INVALID_TOKEN_CHALLENGE } from "./problem.ts";
 import type { RawRoute } from "./raw-routes.ts";
@@ -21,10 +22,11 @@ import type { SessionView } from "./schemas.ts";
  * rate limit, latency metric and validation counters (test/http/fast-validate.test.ts compares the two).
  * The 200 answer's JSON is kept with the session view it was written from (validPayload).
  *
- * Anything else is handed to the Fastify route, before or after the body was read: another content type,
- * no Content-Length or a chunked body, a body over the limit, one that is not JSON, that names
- * `__proto__`/`constructor` or that the body schema does not accept unchanged, an IdP `jwt`, a token in
- * the Authorization header only, a validation that needs I/O, a session whose view is not cached, a
+ * The token comes from the body, else from `Authorization: Bearer`, as on the route; a request without a
+ * body (no content type, no or zero length) is judged at once. Anything else is handed to the Fastify
+ * route, before or after the body was read: another content type, a chunked body, a body over the limit,
+ * one that is not JSON, that names `__proto__`/`constructor` or that the body schema does not accept
+ * unchanged, an IdP `jwt`, no token at all, a validation that needs I/O, a session whose view is not cached, a
  * rate-limited address, an active OpenTelemetry SDK (its spans keep their exact timing on the Fastify
  * path). A handed-over request carries what this path already did (handedOver): the body it read (replayed
  * to Fastify's parser), that the rate limit counted it, the validation outcome — so nothing is counted
@@ -54,7 +56,12 @@ export type FastValidateDeps = {
 };
 
 type ValidateBody = { token?: string; jwt?: string; client_ip?: string; user_agent?: string };
-type HandOver = { body: Buffer; rateLimitCounted: boolean; outcome?: ValidationOutcome | undefined };
+type HandOver = {
+  /** What was read of the body (none for a request without one). */
+  body: Buffer | undefined;
+  rateLimitCounted: boolean;
+  outcome?: ValidationOutcome | undefined;
+};
 
 const HANDED_OVER = Symbol("tessera.fastValidate.handedOver");
 type Carrier = IncomingMessage & { [HANDED_OVER]?: HandOver };
@@ -66,8 +73,8 @@ export function handedOver(request: IncomingMessage): HandOver | undefined {
 
 /** The route's preParsing hook: a handed-over request's body, read by the fast path, is parsed again. */
 export const replayHandedOverBody: preParsingHookHandler = (request, _reply, payload, done) => {
-  const carried = handedOver(request.raw);
-  done(null, carried === undefined ? payload : Readable.from([carried.body], { objectMode: false }));
+  const body = handedOver(request.raw)?.body;
+  done(null, body === undefined ? payload : Readable.from([body], { objectMode: false }));
 };
 
 const ROUTE = "/v1/sessions/validate";
@@ -113,19 +120,19 @@ export function createFastValidate(deps: FastValidateDeps): { route: RawRoute; c
     const headers = request.headers;
     const type = headers["content-type"];
     const length = headers["content-length"];
-    if (
-      (type !== "application/json" && type !== JSON_TYPE) ||
-      length === undefined ||
-      headers["transfer-encoding"] !== undefined ||
-      tracingEnabled()
-    ) {
+    if (headers["transfer-encoding"] !== undefined || tracingEnabled()) {
       next();
       return;
     }
-    const bytes = Number(length);
-    if (!(bytes > 0 && bytes <= deps.bodyLimit)) {
-      next();
-      return;
+    // No body at all (no content type, no length or 0): the route gets no body and reads the token from
+    // the Authorization header, as gateways' auth subrequests send it.
+    const bodiless = type === undefined && (length === undefined || length === "0");
+    if (!bodiless) {
+      const bytes = Number(length);
+      if ((type !== "application/json" && type !== JSON_TYPE) || !(bytes > 0 && bytes <= deps.bodyLimit)) {
+        next();
+        return;
+      }
     }
     const started = performance.now();
     // Fastify's request.ip without a trusted proxy (the app's setting).
@@ -141,6 +148,10 @@ export function createFastValidate(deps: FastValidateDeps): { route: RawRoute; c
       rateLimitCounted = true;
     }
     const pending: Pending = { request, response, next, started, ip, rateLimitCounted };
+    if (bodiless) {
+      judge(context, pending, undefined);
+      return;
+    }
     request.on("data", (chunk: Buffer) => collect(pending, chunk));
     request.on("error", () => response.destroy());
     request.on("end", () => finish(context, pending));
@@ -155,16 +166,24 @@ function collect(pending: Pending, chunk: Buffer): void {
 }
 
 function finish(context: Context, pending: Pending) {
-  const { deps } = context;
   if (pending.chunks !== undefined) pending.body = Buffer.concat(pending.chunks);
+  const parsed = parseBody(pending.body, context.deps.acceptsBody);
+  if (parsed === undefined) handOver(pending);
+  else judge(context, pending, parsed);
+}
+
+/** Judges the token (the body's, else the Authorization header's) and answers, or hands over. */
+function judge(context: Context, pending: Pending, body: ValidateBody | undefined) {
+  const { deps } = context;
+  const headers = pending.request.headers;
   try {
-    const parsed = parseBody(pending.body, deps.acceptsBody);
-    if (parsed?.token === undefined || parsed.jwt !== undefined) return handOver(pending);
+    const token = body?.token ?? bearerToken(headers.authorization);
+    if (token === undefined || body?.jwt !== undefined) return handOver(pending);
     const facts = {
-      ip: parsed.client_ip ?? pending.ip,
-      userAgent: parsed.user_agent ?? pending.request.headers["user-agent"],
+      ip: body?.client_ip ?? pending.ip,
+      userAgent: body?.user_agent ?? headers["user-agent"],
     };
-    const outcome = deps.validator.validateCached(parsed.token, facts);
+    const outcome = deps.validator.validateCached(token, facts);
     pending.judged = outcome;
     if (outcome === undefined) return handOver(pending);
     if (!outcome.valid) {
@@ -197,7 +216,7 @@ function validPayload(context: Context, view: SessionView, entry: ValidationEntr
 function handOver(pending: Pending): void {
   const { body, rateLimitCounted, judged } = pending;
   (pending.request as Carrier)[HANDED_OVER] = {
-    body: body ?? Buffer.alloc(0),
+    body,
     rateLimitCounted,
     outcome: judged,
   };
