@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { fastValidateCounts } from "../../src/adapters/http/routes/session-validate.ts";
 import { ConfigError, loadConfig } from "../../src/config.ts";
 import type { Tessera } from "../../src/main.ts";
 import {
@@ -151,6 +152,22 @@ describe("with a certificate", () => {
     });
     expect(session.status, session.body).toBe(200);
     expect(JSON.parse(session.body)).toMatchObject({ id: session_id, username: "tls-user" });
+  });
+
+  it("answers validations on the fast path over HTTPS too, with the same security headers", async () => {
+    const counts = fastValidateCounts(tessera.app);
+    const answeredBefore = counts?.answered ?? 0;
+    const body = JSON.stringify({ token: `tss_${"0".repeat(36)}_${"x".repeat(43)}` });
+    const refused = await https(
+      "POST",
+      "/v1/sessions/validate",
+      { "content-type": "application/json", "content-length": String(Buffer.byteLength(body)) },
+      body,
+    );
+    expect(refused.status, refused.body).toBe(401);
+    expect(JSON.parse(refused.body)).toEqual({ valid: false, reason: "malformed" });
+    expect(refused.headers["strict-transport-security"]).toContain("max-age=31536000");
+    expect((counts?.answered ?? 0) - answeredBefore).toBe(1);
   });
 
   it("does not speak plain HTTP on that port", async () => {
