@@ -98,6 +98,7 @@ type Pending = {
   request: IncomingMessage;
   response: ServerResponse;
   next: () => void;
+  counts: FastValidateCounts;
   started: number;
   ip: string;
   rateLimitCounted: boolean;
@@ -112,16 +113,12 @@ export type FastValidateCounts = { answered: number; handedOver: number };
 export function createFastValidate(deps: FastValidateDeps): { route: RawRoute; counts: FastValidateCounts } {
   const counts: FastValidateCounts = { answered: 0, handedOver: 0 };
   const context: Context = { deps, counts, written: new WeakMap() };
-  const route: RawRoute = (request, response, toFastify) => {
-    const next = () => {
-      counts.handedOver++;
-      toFastify();
-    };
+  const route: RawRoute = (request, response, next) => {
     const headers = request.headers;
     const type = headers["content-type"];
     const length = headers["content-length"];
     if (headers["transfer-encoding"] !== undefined || tracingEnabled()) {
-      next();
+      passOn(counts, next);
       return;
     }
     // No body at all (no content type, no length or 0): the route gets no body and reads the token from
@@ -130,7 +127,7 @@ export function createFastValidate(deps: FastValidateDeps): { route: RawRoute; c
     if (!bodiless) {
       const bytes = Number(length);
       if ((type !== "application/json" && type !== JSON_TYPE) || !(bytes > 0 && bytes <= deps.bodyLimit)) {
-        next();
+        passOn(counts, next);
         return;
       }
     }
@@ -142,12 +139,12 @@ export function createFastValidate(deps: FastValidateDeps): { route: RawRoute; c
       // A refusal is Fastify's to answer (429 problem); counting it there again changes nothing, the
       // window is full either way.
       if (deps.rateLimit(ip) !== undefined) {
-        next();
+        passOn(counts, next);
         return;
       }
       rateLimitCounted = true;
     }
-    const pending: Pending = { request, response, next, started, ip, rateLimitCounted };
+    const pending: Pending = { request, response, next, counts, started, ip, rateLimitCounted };
     if (bodiless) {
       judge(context, pending, undefined);
       return;
@@ -157,6 +154,12 @@ export function createFastValidate(deps: FastValidateDeps): { route: RawRoute; c
     request.on("end", () => finish(context, pending));
   };
   return { route, counts };
+}
+
+/** Hands a request to the Fastify route untouched (nothing read, nothing counted). */
+function passOn(counts: FastValidateCounts, next: () => void): void {
+  counts.handedOver++;
+  next();
 }
 
 function collect(pending: Pending, chunk: Buffer): void {
@@ -220,6 +223,7 @@ function handOver(pending: Pending): void {
     rateLimitCounted,
     outcome: judged,
   };
+  pending.counts.handedOver++;
   pending.next();
 }
 
