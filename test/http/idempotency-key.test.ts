@@ -63,6 +63,27 @@ const DIFFERENT: Array<[string, Record<string, unknown>]> = [
 ];
 
 function sharedCases(instances: () => { first: Tessera; second: Tessera; position: () => Promise<number> }) {
+  it("a renew retried with the same key appends once and answers as the first did", async () => {
+    const { first, second } = instances();
+    const { body } = await created(first, `renew-base-${Math.random()}`, { ...BASE, user_id: "ida-renew" });
+    const renew = (on: Tessera) =>
+      on.app.inject({
+        method: "POST",
+        url: `/v1/sessions/${body.session.id}/renew`,
+        headers: { ...adminHeaders, "idempotency-key": "renew-1" },
+        payload: { ttl_seconds: 1800 },
+      });
+    const renewed = await renew(first);
+    expect(renewed.statusCode, renewed.body).toBe(200);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const again = await renew(second);
+    expect(again.statusCode, again.body).toBe(200);
+    expect(again.json().session.expires_at).toBe(renewed.json().session.expires_at);
+    const events = async () =>
+      (await first.log.readStream({ category: "session", id: body.session.id })).events.map((e) => e.type);
+    expect(await events()).toEqual(["SessionCreated", "SessionRenewed"]);
+  });
+
   it("the same key and the same request return the original session and token, once in the log", async () => {
     const { first, second, position } = instances();
     const before = await position();

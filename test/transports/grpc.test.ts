@@ -325,6 +325,24 @@ describe("gRPC retry-safe Create and RevokeAll, two instances on NATS and Postgr
     expect(plain.session?.id).not.toBe(first.session?.id);
   });
 
+  it("a Renew retried with the same idempotency-key appends once; REST finds it with the same key", async () => {
+    const renewer = await create(a, "gi-renewer");
+    const auth = { token: renewer.token, idempotencyKey: "grpc-renew-1" };
+    const request = { id: renewer.session.id, ttl_seconds: 7200 };
+    const first = await onA.call("Renew", request, auth);
+    const retry = await onB.call("Renew", request, auth);
+    expect(retry.session?.expires_at).toBe(first.session?.expires_at);
+    const overRest = await a.app.inject({
+      method: "POST",
+      url: `/v1/sessions/${renewer.session.id}/renew`,
+      headers: { ...bearer(renewer.token), "idempotency-key": "grpc-renew-1" },
+      payload: { ttl_seconds: 7200 },
+    });
+    expect(overRest.statusCode, overRest.body).toBe(200);
+    const { events } = await a.log.readStream({ category: "session", id: renewer.session.id });
+    expect(events.map((event) => event.type)).toEqual(["SessionCreated", "SessionRenewed"]);
+  });
+
   it("the same idempotency-key with another request is FAILED_PRECONDITION idempotency_key_reused", async () => {
     const cat = await create(a, "gi-cat");
     const auth = { token: cat.token, idempotencyKey: "grpc-reuse" };

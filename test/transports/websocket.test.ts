@@ -345,6 +345,34 @@ describe("WebSocket retry-safe create and revoke-all, two instances on NATS and 
     expect(forbidden.error).toMatchObject({ code: 403, data: { code: "access_denied" } });
   });
 
+  it("a renew retried with the same idempotency_key appends once; REST finds it with the same key", async () => {
+    const renewer = await create(pair.a, "wsi-renewer");
+    const onA = await connectTo(urlA, bearer(renewer.token));
+    const onB = await connectTo(urlB, bearer(renewer.token));
+    const params = { id: renewer.session.id, ttl_seconds: 7200, idempotency_key: "ws-renew-1" };
+    const first = await onA.call("sessions.renew", params);
+    expect(first.result?.session?.expires_at).toBeDefined();
+    const retry = await onB.call("sessions.renew", params);
+    expect(retry.result?.session?.expires_at).toBe(first.result?.session?.expires_at);
+    const overRest = await pair.b.app.inject({
+      method: "POST",
+      url: `/v1/sessions/${renewer.session.id}/renew`,
+      headers: { ...bearer(renewer.token), "idempotency-key": "ws-renew-1" },
+      payload: { ttl_seconds: 7200 },
+    });
+    expect(overRest.statusCode, overRest.body).toBe(200);
+    expect(overRest.json().session.expires_at).toBe(first.result?.session?.expires_at);
+    const { events } = await pair.a.log.readStream({ category: "session", id: renewer.session.id });
+    expect(events.map((event) => event.type)).toEqual(["SessionCreated", "SessionRenewed"]);
+
+    // REST's rule for the key, as for create.
+    const malformed = await onA.call("sessions.renew", {
+      id: renewer.session.id,
+      idempotency_key: "two words",
+    });
+    expect(malformed.error).toMatchObject({ code: -32602, data: { code: "invalid_request" } });
+  });
+
   it("revoke_all ends the caller's own sessions, and another user's only for admins", async () => {
     const dan = await create(pair.a, "wsi-dan");
     const dan2 = await create(pair.b, "wsi-dan");

@@ -106,6 +106,8 @@ export async function startGrpcServer(deps: GrpcServerDeps): Promise<GrpcServer>
       }
     };
 
+  // gRPC's headers: a retried write carries REST's Idempotency-Key as `idempotency-key` metadata.
+  const KEYED = { metadataParams: { "idempotency-key": "idempotency_key" } };
   const implementation: UntypedServiceImplementation = {
     Validate: unary(
       "validate",
@@ -129,11 +131,18 @@ export async function startGrpcServer(deps: GrpcServerDeps): Promise<GrpcServer>
       read_model_position: page.read_model.position,
       read_model_behind: page.read_model.behind,
     })),
-    Renew: unary("renew", ["id", "ttl_seconds"], (renewed) => ({ session: sessionMessage(renewed.session) })),
-    Invalidate: unary("invalidate", ["id"], (ended) => ({
-      session: sessionMessage(ended.session),
-      end_reason: ended.end_reason,
-    })),
+    Renew: unary(
+      "renew",
+      ["id", "ttl_seconds"],
+      (renewed) => ({ session: sessionMessage(renewed.session) }),
+      KEYED,
+    ),
+    Invalidate: unary(
+      "invalidate",
+      ["id"],
+      (ended) => ({ session: sessionMessage(ended.session), end_reason: ended.end_reason }),
+      KEYED,
+    ),
     Create: unary(
       "create",
       [
@@ -152,13 +161,14 @@ export async function startGrpcServer(deps: GrpcServerDeps): Promise<GrpcServer>
         token: created.token,
         idempotent_replayed: created.idempotent_replayed,
       }),
-      // gRPC's headers: a retried Create carries REST's Idempotency-Key as `idempotency-key` metadata.
-      { metadataParams: { "idempotency-key": "idempotency_key" } },
+      KEYED,
     ),
-    RevokeAll: unary("revokeAll", ["user_id", "except"], (revoked) => ({
-      count: revoked.count,
-      user_id: revoked.user_id,
-    })),
+    RevokeAll: unary(
+      "revokeAll",
+      ["user_id", "except"],
+      (revoked) => ({ count: revoked.count, user_id: revoked.user_id }),
+      KEYED,
+    ),
   };
   server.addService(sessionsServiceDefinition(), implementation);
 

@@ -54,19 +54,20 @@ export type SessionOperationsDeps = {
 };
 
 // REST's body and query schemas; path ids join them as `id`, REST's headers join them under their own
-// names: create's Idempotency-Key is `idempotency_key` (its rule is checked once access is decided, as on
-// REST). revokeAll is DELETE /v1/sessions (`except`) and, with another user's `user_id`, DELETE
-// /v1/users/{id}/sessions.
+// names: the Idempotency-Key of every write is `idempotency_key` (its rule is checked once access is
+// decided, as on REST). revokeAll is DELETE /v1/sessions (`except`) and, with another user's `user_id`,
+// DELETE /v1/users/{id}/sessions.
 const renewShape = renewBody.unwrap().unwrap().shape;
 const createShape = createSessionBody.unwrap().unwrap().shape;
+const idempotency_key = z.string().optional();
 export const operationParams = {
   validate: validateBody,
   get: sessionIdParams,
   list: listQuery,
-  renew: sessionIdParams.extend(renewShape),
-  invalidate: sessionIdParams,
-  create: z.strictObject({ ...createShape, idempotency_key: z.string().optional() }).nullish(),
-  revokeAll: revokeAllQuery.extend({ user_id: userIdText.optional() }).nullish(),
+  renew: sessionIdParams.extend({ ...renewShape, idempotency_key }),
+  invalidate: sessionIdParams.extend({ idempotency_key }),
+  create: z.strictObject({ ...createShape, idempotency_key }).nullish(),
+  revokeAll: revokeAllQuery.extend({ user_id: userIdText.optional(), idempotency_key }).nullish(),
 } as const;
 
 export type OperationName = keyof typeof operationParams;
@@ -80,6 +81,15 @@ export function createSessionOperations(deps: SessionOperationsDeps) {
   function requirePrincipal(caller: RpcCaller): Principal {
     if (!caller.principal) throw unauthorized();
     return caller.principal;
+  }
+
+  /**
+   * The command context of a write whose access is decided: a key, checked now (a malformed key never
+   * outranks a 403, as on REST), derives the command id REST derives for the same caller, operation and key.
+   */
+  function keyedContext(caller: RpcCaller, principal: Principal, rawKey: string | undefined) {
+    return (operation: string) =>
+      context(caller, principal, { operation, key: checkedIdempotencyKey(rawKey, keyName(caller)) });
   }
 
   /** A fresh command id, or with a key the one REST derives for the same caller, operation and key. */
@@ -139,13 +149,14 @@ export function createSessionOperations(deps: SessionOperationsDeps) {
     /** POST /v1/sessions/{id}/renew. */
     async renew(caller: RpcCaller, params: OperationParams<"renew">) {
       const principal = requirePrincipal(caller);
-      return ops.renew(principal, params.id, params.ttl_seconds, () => context(caller, principal));
+      const contextFor = keyedContext(caller, principal, params.idempotency_key);
+      return ops.renew(principal, params.id, params.ttl_seconds, contextFor);
     },
 
     /** DELETE /v1/sessions/{id}: idempotent, an ended session answers with its end reason. */
     async invalidate(caller: RpcCaller, params: OperationParams<"invalidate">) {
       const principal = requirePrincipal(caller);
-      return ops.invalidate(principal, params.id, () => context(caller, principal));
+      return ops.invalidate(principal, params.id, keyedContext(caller, principal, params.idempotency_key));
     },
 
     /**
@@ -167,10 +178,7 @@ export function createSessionOperations(deps: SessionOperationsDeps) {
       }
       const self = authorizeCreate(principal, body);
       // After the access decision, as on REST: a malformed key never outranks a 403.
-      const key = checkedIdempotencyKey(
-        rawKey,
-        caller.source === "grpc" ? "The idempotency-key metadata" : "idempotency_key",
-      );
+      const key = checkedIdempotencyKey(rawKey, keyName(caller));
       const created = await service.create(
         createInput(principal, self, body, caller.facts.ip, caller.facts.userAgent, key, undefined),
         context(caller, principal, { operation: CREATE_OPERATION, key }),
@@ -185,9 +193,10 @@ export function createSessionOperations(deps: SessionOperationsDeps) {
      */
     async revokeAll(caller: RpcCaller, params: OperationParams<"revokeAll">) {
       const principal = requirePrincipal(caller);
-      const { user_id: userId, except } = params ?? {};
+      const { user_id: userId, except, idempotency_key: rawKey } = params ?? {};
+      const contextFor = keyedContext(caller, principal, rawKey);
       if (principal.kind === "user" && (userId === undefined || userId === principal.userId)) {
-        return ops.revokeAll(principal, except === "current", () => context(caller, principal));
+        return ops.revokeAll(principal, except === "current", contextFor);
       }
       if (userId === undefined) {
         throw new HttpProblem(400, "invalid_request", "user_id is required with x-admin-key");
@@ -196,9 +205,14 @@ export function createSessionOperations(deps: SessionOperationsDeps) {
       if (except !== undefined && isAdmin(principal)) {
         throw new HttpProblem(400, "invalid_request", "except applies to the caller's own sessions only");
       }
-      return ops.revokeUser(principal, userId, () => context(caller, principal));
+      return ops.revokeUser(principal, userId, contextFor);
     },
   };
 }
 
 export type SessionOperations = ReturnType<typeof createSessionOperations>;
+
+/** Where a caller put its key, for the 400 that refuses a malformed one. */
+function keyName(caller: RpcCaller): string {
+  return caller.source === "grpc" ? "The idempotency-key metadata" : "idempotency_key";
+}
