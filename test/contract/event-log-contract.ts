@@ -280,6 +280,38 @@ export function describeEventLogContract(name: string, factory: EventLogFactory)
       expect(stopped.events().length).toBe(2);
     });
 
+    it("closing the log stops every follower, after the batch being applied has settled", async () => {
+      await appendSession(2);
+      const idle = collect({ from: 1, batchSize: 10 });
+      await waitUntil(() => idle.events().length === 2, 10_000, "the idle follower's backlog");
+      let release: () => void = () => {};
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      let applying = false;
+      let settled = false;
+      const busy = log.follow({ from: 1, batchSize: 10 }, async () => {
+        applying = true;
+        await gate;
+        settled = true;
+      });
+      followers.push(busy);
+      await waitUntil(() => applying, 10_000, "a batch being applied");
+
+      let closed = false;
+      const closing = log.close().then(() => {
+        closed = true;
+      });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(closed).toBe(false);
+      release();
+      await closing;
+      expect(settled).toBe(true);
+      await expect(idle.follower.done).resolves.toBeUndefined();
+      await expect(busy.done).resolves.toBeUndefined();
+      await log.close();
+    });
+
     it("stops a follower whose handler throws, and rejects done with the error", async () => {
       await appendSession(3);
       const failure = new Error("projection failed");

@@ -36,6 +36,7 @@ import {
   type UpcasterRegistry,
 } from "../codec/event-codec.ts";
 import { assertAppendOptions, assertFollowOptions } from "../codec/event-log-guards.ts";
+import { createFollowerSet } from "../codec/followers.ts";
 import { createBatchHandover } from "./batch-handover.ts";
 import { isNatsConnected, natsDown, whenConnected } from "./connection-state.ts";
 import { ensureEventStream } from "./event-stream.ts";
@@ -120,7 +121,7 @@ export async function createJetStreamEventLog(options: JetStreamEventLogOptions)
     });
   }
   const js: JetStreamClient = jsm.jetstream();
-  const followers = new Set<Follower>();
+  const followers = createFollowerSet();
   let closed = false;
 
   const assertOpen = () => {
@@ -322,29 +323,15 @@ export async function createJetStreamEventLog(options: JetStreamEventLogOptions)
         }
       };
 
-      const done = run();
-      // The owner learns of a failure through `done`; an unobserved one must not crash the process.
-      done.catch(() => {});
-      const follower: Follower = {
-        done,
-        async stop() {
-          stopped = true;
-          messages?.stop();
-          await done.catch(() => {});
-          followers.delete(follower);
-        },
-      };
-      followers.add(follower);
-      done.then(
-        () => followers.delete(follower),
-        () => followers.delete(follower),
-      );
-      return follower;
+      return followers.track(run(), () => {
+        stopped = true;
+        messages?.stop();
+      });
     },
 
     async close() {
       closed = true;
-      await Promise.all([...followers].map((follower) => follower.stop()));
+      await followers.stopAll();
     },
   };
   return log;

@@ -11,6 +11,7 @@ import {
 } from "../../domain/ports.ts";
 import { decodeRecordedEvent, encodeEvent, type UpcasterRegistry } from "../codec/event-codec.ts";
 import { assertAppendOptions, assertFollowOptions } from "../codec/event-log-guards.ts";
+import { createFollowerSet } from "../codec/followers.ts";
 import { DEFAULT_DUPLICATE_WINDOW_MS } from "../jetstream/event-stream.ts";
 import { createEventSubjects } from "../jetstream/subjects.ts";
 
@@ -43,7 +44,7 @@ export function createInMemoryEventLog(options: InMemoryEventLogOptions = {}): E
   const positionsBySubject = new Map<string, number[]>();
   // Insertion order is arrival order, so expired ids are pruned from the front.
   const seen = new Map<string, SeenMessage>();
-  const followers = new Set<Follower>();
+  const followers = createFollowerSet();
   // Followers parked until the next append.
   const waiting = new Set<() => void>();
   let closed = false;
@@ -140,32 +141,18 @@ export function createInMemoryEventLog(options: InMemoryEventLogOptions = {}): E
         }
       };
 
-      const done = run();
-      // The owner learns of a failure through `done`; an unobserved one must not crash the process.
-      done.catch(() => {});
-      const follower: Follower = {
-        done,
-        async stop() {
-          stopped = true;
-          if (parked !== undefined) {
-            waiting.delete(parked);
-            parked();
-          }
-          await done.catch(() => {});
-          followers.delete(follower);
-        },
-      };
-      followers.add(follower);
-      done.then(
-        () => followers.delete(follower),
-        () => followers.delete(follower),
-      );
-      return follower;
+      return followers.track(run(), () => {
+        stopped = true;
+        if (parked !== undefined) {
+          waiting.delete(parked);
+          parked();
+        }
+      });
     },
 
     async close() {
       closed = true;
-      await Promise.all([...followers].map((follower) => follower.stop()));
+      await followers.stopAll();
     },
   };
   return log;
