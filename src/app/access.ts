@@ -22,6 +22,27 @@ export type Principal =
       idpSessionId?: string | undefined;
     };
 
+type UserPrincipal = Extract<Principal, { kind: "user" }>;
+
+/** The caller a live session stands for: its user, roles and groups, with the permissions it was granted. */
+export function sessionPrincipal(
+  session: Pick<UserPrincipal, "userId" | "username" | "roles" | "groups" | "sessionId">,
+  via: UserPrincipal["via"],
+  permissions: ReadonlySet<Permission>,
+): UserPrincipal {
+  return {
+    kind: "user",
+    actor: { kind: "user", id: session.userId },
+    via,
+    userId: session.userId,
+    username: session.username,
+    roles: session.roles,
+    groups: session.groups,
+    sessionId: session.sessionId,
+    permissions,
+  };
+}
+
 const ALL: Permission[] = ["sessions:read", "sessions:write", "admin:sessions"];
 
 export function permissionsFor(

@@ -2,7 +2,7 @@ import type { Clock, IdGenerator } from "../domain/ports.ts";
 import { effectiveTouchIntervalMs } from "../domain/session-decider.ts";
 import { sameClaims } from "../domain/user-decider.ts";
 import { isRecycledByUser, type ValidationEntry } from "../projections/validation-entry.ts";
-import { type Principal, permissionsFor } from "./access.ts";
+import { type Principal, permissionsFor, sessionPrincipal } from "./access.ts";
 import type { CommandContext } from "./command-handler.ts";
 import { type IdpIdentity, IdpTokenError, type IdpVerifier } from "./idp.ts";
 import type { ReplayStore } from "./idp-ports.ts";
@@ -313,19 +313,10 @@ function bindingKey(identity: IdpIdentity): string {
 }
 
 export function principalOf(entry: ValidationEntry, identity: IdpIdentity): Principal {
-  return {
-    kind: "user",
-    actor: { kind: "user", id: entry.userId },
-    via: "jwt",
-    userId: entry.userId,
-    username: entry.username,
-    roles: entry.roles,
-    groups: entry.groups,
-    sessionId: entry.sessionId,
-    // IdP scopes (openid, profile…) say nothing about Tessera's permissions; roles alone decide.
-    permissions: permissionsFor(entry.roles, undefined),
-    // Sessions this caller opens (POST /v1/sessions) belong to the same IdP sign-in, so a back-channel
-    // logout naming its sid must find them too.
-    idpSessionId: identity.idpSessionId,
-  };
+  // IdP scopes (openid, profile…) say nothing about Tessera's permissions; roles alone decide.
+  const principal = sessionPrincipal(entry, "jwt", permissionsFor(entry.roles, undefined));
+  // Sessions this caller opens (POST /v1/sessions) belong to the same IdP sign-in, so a back-channel
+  // logout naming its sid must find them too.
+  principal.idpSessionId = identity.idpSessionId;
+  return principal;
 }

@@ -1,6 +1,6 @@
 import { hash, timingSafeEqual } from "node:crypto";
 import type { FastifyRequest } from "fastify";
-import { type Principal, permissionsFor } from "../../app/access.ts";
+import { type Principal, permissionsFor, sessionPrincipal } from "../../app/access.ts";
 import type { Validator } from "../../app/validator.ts";
 import { bearerToken } from "../session-ops/bearer-token.ts";
 import { rememberPrincipal } from "./access-denied-log.ts";
@@ -50,17 +50,10 @@ export function createAuthenticate(deps: {
       const outcome = await deps.validator.validate(token, requestFacts(request));
       if (!outcome.valid) throw invalidToken("Session token is not valid", { reason: outcome.reason });
       const entry = outcome.entry;
-      return remembered(request, {
-        kind: "user",
-        actor: { kind: "user", id: entry.userId },
-        via: "session_token",
-        userId: entry.userId,
-        username: entry.username,
-        roles: entry.roles,
-        groups: entry.groups,
-        sessionId: entry.sessionId,
-        permissions: permissionsFor(entry.roles, entry.scope),
-      });
+      return remembered(
+        request,
+        sessionPrincipal(entry, "session_token", permissionsFor(entry.roles, entry.scope)),
+      );
     }
     for (const authenticator of deps.bearerAuthenticators ?? []) {
       const principal = await authenticator(token, request);

@@ -1,5 +1,5 @@
 import type { Permission } from "../../app/access.ts";
-import { permissionsFor } from "../../app/access.ts";
+import { permissionsFor, sessionPrincipal } from "../../app/access.ts";
 import { type AccessTokens, JwtRejected } from "../../app/jwt.ts";
 import type { Validator } from "../../app/validator.ts";
 import { type BearerAuthenticator, requestFacts } from "./authenticate.ts";
@@ -33,17 +33,7 @@ export function createJwtBearerAuthenticator(deps: {
     // Scopes only narrow; a token that names none grants nothing.
     const permissions =
       claims.scope.length === 0 ? new Set<Permission>() : permissionsFor(entry.roles, claims.scope);
-    return {
-      kind: "user",
-      actor: { kind: "user", id: entry.userId },
-      via: "jwt",
-      userId: entry.userId,
-      username: entry.username,
-      roles: entry.roles,
-      groups: entry.groups,
-      sessionId: entry.sessionId,
-      permissions,
-    };
+    return sessionPrincipal(entry, "jwt", permissions);
   };
 }
 
